@@ -1,0 +1,31 @@
+"""Shared pytest fixtures.
+
+Jericho suite games are found through one setting, the environment variable ``PRIORZERO_JERICHO_GAMES``
+(default: ``../shared/jericho-games`` relative to the repository root). Tests that need a game skip with
+a reason when it is missing; ``.ci/run`` checks the folder exists, so CI never skips them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def jericho_games_dir() -> Path:
+    return Path(os.environ.get("PRIORZERO_JERICHO_GAMES", REPO_ROOT.parent / "shared" / "jericho-games"))
+
+
+@pytest.fixture
+def jericho_game():
+    """Return a function mapping a story-file name (e.g. ``"zork1.z5"``) to its path, skipping if absent."""
+
+    def _find(name: str) -> Path:
+        path = jericho_games_dir() / name
+        if not path.is_file():
+            pytest.skip(f"Jericho game {name} not found in {jericho_games_dir()} (set PRIORZERO_JERICHO_GAMES)")
+        return path
+
+    return _find
