@@ -1,0 +1,118 @@
+"""A small trainable text encoder used as UniZero's representation network for token observations.
+
+LightZero 0.2.0's text path (``HFLanguageRepresentationNetwork``) loads a pretrained BERT-like model from a hub
+path and keeps it frozen. PriorZero's default must run without any download, so this encoder learns from scratch:
+token + position embeddings, a few pre-norm transformer layers, a masked mean-pool and a projection to the world
+model's ``embed_dim``. The output goes through SimNorm, as in UniZero's representation networks, so the latent
+lives on the same product of simplices that the world model's next-latent head predicts.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+from easydict import EasyDict
+from lzero.model.common import SimNorm
+
+from lzero_ext.utils.config import merge_strict
+
+logger = logging.getLogger(__name__)
+
+
+class TextObservationEncoder(nn.Module):
+    """Encode padded token-id observations ``[N, L]`` into latent vectors ``[N, embed_dim]``.
+
+    The attention mask is derived from ``pad_token_id`` (``ids != pad_token_id``), like LightZero's text encoder,
+    because UniZero's inference API passes observations as a single tensor of token ids.
+    """
+
+    config = dict(
+        # (int) Size of the token vocabulary (ids must be < vocab_size).
+        vocab_size=4096,
+        # (int) Longest observation in tokens; longer inputs raise ValueError.
+        max_seq_len=512,
+        # (int) Id used for padding; positions holding it are ignored by attention and pooling.
+        pad_token_id=0,
+        # (int) Width of the encoder's token embeddings and transformer layers.
+        hidden_dim=128,
+        # (int) Number of transformer layers (0 means embeddings + pooling only).
+        num_layers=1,
+        # (int) Attention heads per transformer layer (must divide hidden_dim).
+        num_heads=4,
+        # (float) Dropout inside the transformer layers.
+        dropout=0.0,
+        # (int) Output size; must equal the world model's embed_dim.
+        embed_dim=256,
+        # (int) SimNorm group size of the output (must divide embed_dim), as UniZero's encoders use.
+        group_size=8,
+    )
+
+    @classmethod
+    def default_config(cls) -> EasyDict:
+        return EasyDict(copy.deepcopy(cls.config))
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        super().__init__()
+        cfg = merge_strict(self.default_config(), cfg, where="text_encoder")
+        _validate_encoder_config(cfg)
+        self.cfg = cfg
+        self.pad_token_id = int(cfg.pad_token_id)
+        self.max_seq_len = int(cfg.max_seq_len)
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_dim)
+        self.position_embedding = nn.Embedding(cfg.max_seq_len, cfg.hidden_dim)
+        if cfg.num_layers > 0:
+            layer = nn.TransformerEncoderLayer(
+                d_model=cfg.hidden_dim,
+                nhead=cfg.num_heads,
+                dim_feedforward=4 * cfg.hidden_dim,
+                dropout=cfg.dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            self.layers: nn.Module | None = nn.TransformerEncoder(
+                layer, num_layers=cfg.num_layers, enable_nested_tensor=False
+            )
+        else:
+            self.layers = None
+        self.final_norm = nn.LayerNorm(cfg.hidden_dim)
+        self.projection = nn.Linear(cfg.hidden_dim, cfg.embed_dim)
+        self.output_norm = SimNorm(simnorm_dim=cfg.group_size)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Return SimNorm-ed latents ``[N, embed_dim]`` for token ids ``[N, L]`` (any numeric dtype)."""
+        if token_ids.dim() != 2:
+            raise ValueError(f"TextObservationEncoder expects token ids of shape [N, L], got {tuple(token_ids.shape)}")
+        seq_len = token_ids.shape[1]
+        if seq_len > self.max_seq_len:
+            raise ValueError(f"Observation has {seq_len} tokens but the encoder's max_seq_len is {self.max_seq_len}")
+        token_ids = token_ids.long()
+        valid = token_ids != self.pad_token_id
+        # A row of pure padding (e.g. a zero observation) would make attention softmax over nothing (NaN):
+        # let such rows attend to their first position instead.
+        empty_rows = ~valid.any(dim=1)
+        if empty_rows.any():
+            valid = valid.clone()
+            valid[empty_rows, 0] = True
+        positions = torch.arange(seq_len, device=token_ids.device)
+        hidden = self.token_embedding(token_ids) + self.position_embedding(positions)[None]
+        if self.layers is not None:
+            hidden = self.layers(hidden, src_key_padding_mask=~valid)
+        hidden = self.final_norm(hidden)
+        weights = valid.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return self.output_norm(self.projection(pooled))
+
+
+def _validate_encoder_config(cfg: EasyDict) -> None:
+    if cfg.hidden_dim % max(cfg.num_heads, 1) != 0:
+        raise ValueError(f"text_encoder.hidden_dim={cfg.hidden_dim} must be divisible by num_heads={cfg.num_heads}")
+    if cfg.embed_dim % cfg.group_size != 0:
+        raise ValueError(f"text_encoder.embed_dim={cfg.embed_dim} must be divisible by group_size={cfg.group_size}")
+    if not 0 <= cfg.pad_token_id < cfg.vocab_size:
+        raise ValueError(f"text_encoder.pad_token_id={cfg.pad_token_id} must lie in [0, vocab_size={cfg.vocab_size})")
+    if cfg.max_seq_len <= 0 or cfg.vocab_size <= 0:
+        raise ValueError("text_encoder.max_seq_len and vocab_size must be positive")
