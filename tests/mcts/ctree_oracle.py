@@ -10,6 +10,7 @@ import argparse
 import warnings
 
 import numpy as np
+import torch
 
 from lzero_ext.mcts.search import RootInput, SearchConfig
 from lzero_ext.mcts.toy_models import ToyDynamicsModel
@@ -31,6 +32,55 @@ def parity_case(batch: int, num_simulations: int, add_noise: bool) -> tuple[Sear
     return cfg, model, root
 
 
+UNIZERO_BATCH, UNIZERO_ACTIONS, UNIZERO_OBS_DIM, UNIZERO_SIMS = 3, 5, 12, 12
+
+
+def unizero_case():
+    """A tiny UniZero world model, two consecutive steps of observations, executed actions and legal masks."""
+    from lzero_ext.mcts.unizero_adapter import build_unizero_model, unizero_world_model_config
+
+    wm_cfg = unizero_world_model_config(
+        UNIZERO_ACTIONS, env_num=4, num_simulations=UNIZERO_SIMS, embed_dim=32, num_layers=2, num_heads=2
+    )
+    model = build_unizero_model(UNIZERO_OBS_DIM, wm_cfg, seed=3)
+    obs = torch.from_numpy(np.random.default_rng(5).normal(size=(2, UNIZERO_BATCH, UNIZERO_OBS_DIM)).astype(np.float32))
+    executed = np.array([1, 4, 0])
+    legal = np.ones((UNIZERO_BATCH, UNIZERO_ACTIONS), dtype=bool)
+    legal[0, 2] = False
+    return model, obs, executed, legal
+
+
+def run_lightzero_unizero_search() -> dict[str, np.ndarray]:
+    """UniZero's own search (UniZeroPolicy._forward_collect's calls, without noise) on the unizero_case()."""
+    from easydict import EasyDict
+    from lzero.mcts.ctree.ctree_muzero import mz_tree
+    from lzero.mcts.tree_search.mcts_ctree import UniZeroMCTSCtree
+
+    model, obs, executed, legal = unizero_case()
+    mcts = UniZeroMCTSCtree(EasyDict(dict(
+        num_simulations=UNIZERO_SIMS, discount_factor=0.997, device="cpu",
+        model=dict(support_scale=50, categorical_distribution=True),
+    )))
+    results = {}
+    last_obs, last_actions = torch.zeros_like(obs[0]), [-1] * UNIZERO_BATCH
+    for step in range(2):
+        timestep = np.full(UNIZERO_BATCH, step)
+        with torch.no_grad():
+            out = model.initial_inference(last_obs, last_actions, obs[step], timestep)
+        logits = out.policy_logits.numpy().tolist()
+        legal_lists = [np.flatnonzero(row).tolist() for row in legal]
+        roots = mz_tree.Roots(UNIZERO_BATCH, legal_lists)
+        roots.prepare_no_noise([0.0] * UNIZERO_BATCH, logits, [-1] * UNIZERO_BATCH)
+        mcts.search(roots, model, out.latent_state.numpy(), [-1] * UNIZERO_BATCH, timestep)
+        visits = np.zeros((UNIZERO_BATCH, UNIZERO_ACTIONS), dtype=np.int64)
+        for i, dist in enumerate(roots.get_distributions()):
+            visits[i, legal_lists[i]] = dist
+        results[f"unizero_step{step}_visits"] = visits
+        results[f"unizero_step{step}_values"] = np.asarray(roots.get_values())
+        last_obs, last_actions = obs[step], executed.tolist()
+    return results
+
+
 def case_name(batch: int, num_simulations: int, add_noise: bool) -> str:
     return f"b{batch}_s{num_simulations}_{'noise' if add_noise else 'nonoise'}"
 
@@ -40,6 +90,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
     from lzero_ext.mcts.ctree_backend import CtreeMCTS
 
     results = {}
@@ -48,6 +99,7 @@ def main() -> None:
         out = CtreeMCTS(cfg).search(model, root, add_noise=noise, rng=np.random.default_rng(11))
         results[case_name(batch, sims, noise) + "_visits"] = out.visit_counts
         results[case_name(batch, sims, noise) + "_values"] = out.root_value
+    results.update(run_lightzero_unizero_search())
     np.savez(args.out, **results)
 
 

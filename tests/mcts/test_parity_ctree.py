@@ -29,7 +29,7 @@ def ctree_results(tmp_path_factory) -> dict[str, np.ndarray]:
     (tmp / "norand.c").write_text(NO_RAND_C)
     subprocess.run([compiler, "-shared", "-fPIC", "-o", str(tmp / "norand.so"), str(tmp / "norand.c")], check=True)
     out = tmp / "ctree.npz"
-    env = {"LD_PRELOAD": str(tmp / "norand.so"), "PATH": "/usr/bin:/bin"}
+    env = {"LD_PRELOAD": str(tmp / "norand.so"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "tests.mcts.ctree_oracle", "--out", str(out)],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
@@ -48,3 +48,22 @@ def test_same_visits_and_root_values_as_lightzero_ctree(ctree_results, batch, si
     np.testing.assert_allclose(ours.root_value, ctree_results[name + "_values"], rtol=1e-5, atol=1e-5)
     assert ours.visit_counts.sum(axis=1).tolist() == [sims] * batch
     assert (ours.visit_counts[~root.legal_mask] == 0).all()
+
+
+def test_unizero_adapter_reproduces_lightzero_unizero_search(ctree_results):
+    """Same tiny UniZero world model, two consecutive steps (fresh and reused KV caches): same visits and values."""
+    from lzero_ext.mcts.unizero_adapter import UniZeroSearchModel
+    from tests.mcts.ctree_oracle import UNIZERO_SIMS, unizero_case
+
+    model, obs, executed, legal = unizero_case()
+    adapter = UniZeroSearchModel(model)
+    search = BatchedMCTS({"num_simulations": UNIZERO_SIMS, "tie_break": "first"})
+    last_obs, last_actions = None, None
+    for step in range(2):
+        timesteps = np.full(len(executed), step)
+        roots = adapter.initial_inference(obs[step], last_obs, last_actions, timesteps)
+        out = search.search(adapter, roots.to_root_input(roots.policy_logits, legal), add_noise=False, rng=np.random.default_rng(0))
+        np.testing.assert_array_equal(out.visit_counts, ctree_results[f"unizero_step{step}_visits"])
+        np.testing.assert_allclose(out.root_value, ctree_results[f"unizero_step{step}_values"], rtol=1e-4, atol=1e-4)
+        last_obs, last_actions = obs[step], executed
+    assert model.world_model.root_hit_cnt == len(executed)  # the second step reused the first step's root caches
