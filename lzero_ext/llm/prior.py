@@ -1,0 +1,261 @@
+"""The LLM prior: a distribution over each state's valid actions, from a causal LM, behind one small interface.
+
+``TransformersPrior`` (default, CPU or GPU) scores with the shared-prefix scorer in :mod:`lzero_ext.llm.scoring`;
+``VLLMPrior`` uses vLLM's prompt log-probs. Scores are normalised over the candidates after dividing by the
+temperature, and every result carries the version of the weights that produced it, so a learner can tell stale
+priors from fresh ones.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from lzero_ext.import_utils import is_available, require
+from lzero_ext.llm.loading import load_model_and_tokenizer, resolve_model_path
+from lzero_ext.llm.prompt import DEFAULT_SYSTEM_PROMPT, PromptBuilder
+from lzero_ext.llm.scoring import SCORING_MODES, score_candidates, tokenize_for_scoring
+from lzero_ext.llm.types import PriorRequest, PriorResult
+from lzero_ext.utils.config import merge_strict
+
+if TYPE_CHECKING:
+    from lzero_ext.llm.trainer import LLMTrainer
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("transformers", "vllm")
+
+
+class LLMPrior(abc.ABC):
+    """Scores candidate actions; subclasses differ in the engine that runs the model."""
+
+    config = dict(
+        # (str) 'transformers' (default, CPU/GPU) or 'vllm' (GPU, needs the vllm package).
+        backend="transformers",
+        # (bool) If backend='vllm' but vllm is missing, log a warning and use 'transformers' instead of raising.
+        allow_backend_fallback=False,
+        # (str | None) Local Hugging Face model directory; None builds and uses the tiny default model.
+        model_path=None,
+        # (str) 'auto' (CUDA if available), 'cpu' or 'cuda[:i]'.
+        device="auto",
+        # (str) Weights dtype: 'auto' (bf16 on GPU, fp32 on CPU), 'float32', 'bfloat16' or 'float16'.
+        dtype="auto",
+        # (float) Softmax temperature over candidates, > 0; scores are divided by it before normalising.
+        temperature=1.0,
+        # (bool) Score = mean instead of sum of the candidate's token log-probs.
+        length_normalize=False,
+        # (bool) End every candidate with EOS, so an action that is a prefix of another is not favoured.
+        append_eos=True,
+        # (int) Token budget of the prompt; the oldest history turns are dropped first.
+        max_prompt_tokens=1024,
+        # (int) How many past turns the prompt shows at most.
+        history_turns=4,
+        # (str) System message (or plain-text preamble) of the prompt.
+        system_prompt=DEFAULT_SYSTEM_PROMPT,
+        # (int) States per forward pass of the transformers backend.
+        micro_batch_states=32,
+        # (int) Entries of the LRU cache keyed by (prompt, candidates); 0 disables it.
+        cache_size=4096,
+        # (str) Shared-prefix layout: 'prefix_cache' (prefill + packed candidates) or 'packed' (one pass).
+        scoring_mode="prefix_cache",
+        # (float) vLLM only: fraction of GPU memory vLLM may take.
+        vllm_gpu_memory_utilization=0.3,
+        # (bool) vLLM only: disable CUDA graphs (faster start, slower steps).
+        vllm_enforce_eager=False,
+    )
+
+    @classmethod
+    def default_config(cls):
+        return merge_strict(cls.config, {}, where="llm_prior")
+
+    def __init__(self, cfg: Mapping) -> None:
+        self.cfg = merge_strict(self.config, cfg, where="llm_prior")
+        if self.cfg.temperature <= 0:
+            raise ValueError(f"llm_prior.temperature must be > 0, got {self.cfg.temperature}")
+        if self.cfg.scoring_mode not in SCORING_MODES:
+            raise ValueError(f"llm_prior.scoring_mode must be one of {SCORING_MODES}, got {self.cfg.scoring_mode!r}")
+        self.weights_version = 0
+        self._cache: OrderedDict[tuple[str, tuple[str, ...]], np.ndarray] = OrderedDict()
+        self.prompt_builder: PromptBuilder | None = None
+
+    def score(self, requests: Sequence[PriorRequest]) -> list[PriorResult]:
+        """Log-probs over each request's candidates (normalised with the temperature), tagged with the version."""
+        for index, request in enumerate(requests):
+            if len(request.candidates) == 0:
+                raise ValueError(f"PriorRequest {index} has an empty candidate list; there is nothing to score")
+        prompts = [self.prompt_builder.build(r.history, r.observation, r.candidates) for r in requests]
+        keys = [(prompt, tuple(r.candidates)) for prompt, r in zip(prompts, requests)]
+        missing = list(dict.fromkeys(key for key in keys if key not in self._cache))
+        if missing:
+            raw_scores = self._score_prompts([key[0] for key in missing], [list(key[1]) for key in missing])
+            for key, raw in zip(missing, raw_scores):
+                self._remember(key, self._normalise(raw))
+        results = []
+        for key in keys:
+            self._cache.move_to_end(key)
+            results.append(PriorResult(logprobs=self._cache[key].copy(), version=self.weights_version))
+        self._trim_cache()
+        return results
+
+    @abc.abstractmethod
+    def _score_prompts(self, prompts: list[str], candidates: list[list[str]]) -> list[np.ndarray]:
+        """Raw fp32 candidate log-likelihoods per prompt (before temperature and normalisation)."""
+
+    @abc.abstractmethod
+    def load_weights(self, state_dict_or_model: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:
+        """Replace the weights (full, merged state dict or a module with the same architecture); bumps the version."""
+
+    def sync_from(self, trainer: "LLMTrainer") -> None:
+        """Take the trainer's current weights and version."""
+        self.load_weights(trainer.merged_state_dict())
+        self._set_version(trainer.version)
+
+    def _set_version(self, version: int) -> None:
+        if version != self.weights_version:
+            self._cache.clear()
+        self.weights_version = version
+
+    def _normalise(self, raw: np.ndarray) -> np.ndarray:
+        scaled = torch.as_tensor(raw, dtype=torch.float64) / self.cfg.temperature
+        return torch.log_softmax(scaled, dim=0).to(torch.float32).numpy()
+
+    def _remember(self, key: tuple[str, tuple[str, ...]], logprobs: np.ndarray) -> None:
+        # Kept at least until this call's results are assembled, even with cache_size=0; _trim_cache bounds it.
+        self._cache[key] = logprobs
+
+    def _trim_cache(self) -> None:
+        while len(self._cache) > self.cfg.cache_size:
+            self._cache.popitem(last=False)
+
+
+class TransformersPrior(LLMPrior):
+    """Default backend: a transformers model scored with the shared-prefix scorer, micro-batched over states.
+
+    It may share its model object with an :class:`~lzero_ext.llm.trainer.LLMTrainer` (see :meth:`from_trainer`):
+    then an optimiser step changes the prior's weights in place, with no copy, and only the version is synced.
+    """
+
+    def __init__(self, cfg: Mapping, model: torch.nn.Module | None = None, tokenizer=None) -> None:
+        super().__init__(cfg)
+        if (model is None) != (tokenizer is None):
+            raise ValueError("Pass both model and tokenizer to share them, or neither to load from model_path")
+        if model is None:
+            model, tokenizer, _ = load_model_and_tokenizer(self.cfg.model_path, self.cfg.device, self.cfg.dtype)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompt_builder = PromptBuilder(
+            tokenizer, self.cfg.max_prompt_tokens, self.cfg.history_turns, self.cfg.system_prompt
+        )
+
+    @classmethod
+    def from_trainer(cls, trainer: "LLMTrainer", cfg: Mapping | None = None) -> "TransformersPrior":
+        """A prior that shares the trainer's model and tokenizer and follows its version after every step."""
+        prior = cls(cfg or {}, model=trainer.model, tokenizer=trainer.tokenizer)
+        trainer.attach_prior(prior)
+        return prior
+
+    def _score_prompts(self, prompts: list[str], candidates: list[list[str]]) -> list[np.ndarray]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), self._autocast():
+                scores = score_candidates(
+                    self.model, self.tokenizer, prompts, candidates, self.cfg.length_normalize,
+                    append_eos=self.cfg.append_eos, mode=self.cfg.scoring_mode,
+                    max_states_per_forward=self.cfg.micro_batch_states,
+                )
+        finally:
+            self.model.train(was_training)
+        return [s.float().cpu().numpy() for s in scores]
+
+    def _autocast(self):
+        """bf16 autocast when a shared fp32 training model runs on GPU; nothing otherwise."""
+        weight = self.model.get_input_embeddings().weight
+        if weight.device.type == "cuda" and weight.dtype == torch.float32:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def load_weights(self, state_dict_or_model: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:
+        if isinstance(state_dict_or_model, torch.nn.Module):
+            if state_dict_or_model is not self.model:
+                self.model.load_state_dict(state_dict_or_model.state_dict())
+        else:
+            self.model.load_state_dict(dict(state_dict_or_model))
+        self._set_version(self.weights_version + 1)
+
+    def sync_from(self, trainer: "LLMTrainer") -> None:
+        if trainer.model is not self.model:  # a separate copy (e.g. another device or dtype): copy merged weights
+            self.model.load_state_dict(trainer.merged_state_dict())
+        self._set_version(trainer.version)
+
+
+class VLLMPrior(LLMPrior):
+    """vLLM backend (GPU): candidate scores from prompt log-probs of ``prompt + candidate`` sequences.
+
+    vLLM's automatic prefix caching makes the shared prompt cost one prefill per state. Weights are updated through
+    ``LLM.collective_rpc`` on the worker extension :class:`lzero_ext.llm.vllm_worker.WeightUpdateExtension`,
+    vLLM's documented path for in-place RLHF weight updates, followed by a prefix-cache reset.
+    """
+
+    def __init__(self, cfg: Mapping) -> None:
+        super().__init__(cfg)
+        require("vllm", "The LLM prior backend 'vllm'", "Install vllm on a CUDA machine, or set backend='transformers'.")
+        import vllm
+
+        path = resolve_model_path(self.cfg.model_path)
+        self._llm = vllm.LLM(
+            model=str(path),
+            dtype="bfloat16",
+            enable_prefix_caching=True,
+            gpu_memory_utilization=self.cfg.vllm_gpu_memory_utilization,
+            enforce_eager=self.cfg.vllm_enforce_eager,
+            worker_extension_cls="lzero_ext.llm.vllm_worker.WeightUpdateExtension",
+        )
+        self._sampling_params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        self.tokenizer = self._llm.get_tokenizer()
+        self.prompt_builder = PromptBuilder(
+            self.tokenizer, self.cfg.max_prompt_tokens, self.cfg.history_turns, self.cfg.system_prompt
+        )
+
+    def _score_prompts(self, prompts: list[str], candidates: list[list[str]]) -> list[np.ndarray]:
+        prompt_ids, candidate_ids = tokenize_for_scoring(self.tokenizer, prompts, candidates, self.cfg.append_eos)
+        inputs = [{"prompt_token_ids": p + c} for p, cands in zip(prompt_ids, candidate_ids) for c in cands]
+        outputs = iter(self._llm.generate(inputs, self._sampling_params, use_tqdm=False))
+        results = []
+        for prompt, cands in zip(prompt_ids, candidate_ids):
+            scores = []
+            for tokens in cands:
+                position_logprobs = next(outputs).prompt_logprobs[len(prompt):]
+                total = sum(entry[token].logprob for entry, token in zip(position_logprobs, tokens))
+                scores.append(total / len(tokens) if self.cfg.length_normalize else total)
+            results.append(np.asarray(scores, dtype=np.float32))
+        return results
+
+    def load_weights(self, state_dict_or_model: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:
+        if isinstance(state_dict_or_model, torch.nn.Module):
+            state_dict_or_model = state_dict_or_model.state_dict()
+        weights = [(name, tensor.detach().to("cpu")) for name, tensor in state_dict_or_model.items()]
+        self._llm.collective_rpc("load_named_weights", args=(weights,))
+        self._llm.reset_prefix_cache()
+        self._set_version(self.weights_version + 1)
+
+
+def build_prior(cfg: Mapping) -> LLMPrior:
+    """Create the prior that ``cfg.backend`` names (unknown config keys raise ``KeyError``)."""
+    merged = merge_strict(LLMPrior.config, cfg, where="llm_prior")
+    if merged.backend not in BACKENDS:
+        raise ValueError(f"llm_prior.backend must be one of {BACKENDS}, got {merged.backend!r}")
+    if merged.backend == "vllm":
+        if is_available("vllm"):
+            return VLLMPrior(merged)
+        if not merged.allow_backend_fallback:
+            require("vllm", "The LLM prior backend 'vllm'", "Install vllm, or set backend='transformers' "
+                    "(or allow_backend_fallback=True to fall back automatically).")
+        logger.warning("vllm is not installed: falling back to the transformers prior backend (allow_backend_fallback)")
+    return TransformersPrior(merged)

@@ -1,0 +1,84 @@
+"""Prompt building for action scoring, with history truncation that never cuts the current state.
+
+Upstream truncated the tokenised chat on the right, which cut the current observation and the assistant header when a
+long history overflowed the budget. Here the oldest history turns are dropped first; if the system text, the current
+observation and the action list alone exceed the budget, that is an error rather than a silently broken prompt.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from lzero_ext.llm.types import Turn
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are playing a text adventure game. Read the recent history and the current observation, "
+    "then choose the best next action from the list of valid actions. Answer with the action only."
+)
+
+
+class PromptTooLongError(ValueError):
+    """The observation and action list alone do not fit in the prompt budget."""
+
+
+class PromptBuilder:
+    """Render (history, observation, candidates) as the text the LLM scores candidate actions after.
+
+    With a chat template the prompt is ``system`` + ``user`` messages followed by the assistant header, so a
+    candidate scored right after it is the model's reply; without one it is plain text ending in ``Action: ``.
+    """
+
+    def __init__(self, tokenizer, max_prompt_tokens: int, history_turns: int, system_prompt: str = DEFAULT_SYSTEM_PROMPT):
+        if max_prompt_tokens <= 0:
+            raise ValueError(f"max_prompt_tokens must be positive, got {max_prompt_tokens}")
+        if history_turns < 0:
+            raise ValueError(f"history_turns must be >= 0, got {history_turns}")
+        self.tokenizer = tokenizer
+        self.max_prompt_tokens = max_prompt_tokens
+        self.history_turns = history_turns
+        self.system_prompt = system_prompt
+        self.uses_chat_template = bool(getattr(tokenizer, "chat_template", None))
+
+    def build(self, history: Sequence[Turn], observation: str, candidates: Sequence[str]) -> str:
+        """Return the prompt with as many of the last ``history_turns`` turns as fit in ``max_prompt_tokens``."""
+        if not candidates:
+            raise ValueError("Cannot build a scoring prompt for an empty candidate list")
+        turns = list(history[-self.history_turns:]) if self.history_turns > 0 else []
+        for dropped in range(len(turns) + 1):
+            prompt = self._render(turns[dropped:], observation, candidates)
+            length = self.count_tokens(prompt)
+            if length <= self.max_prompt_tokens:
+                if dropped:
+                    logger.debug("Prompt over budget: dropped the %d oldest of %d history turns", dropped, len(turns))
+                return prompt
+        raise PromptTooLongError(
+            f"The prompt needs {length} tokens without any history (observation of {len(observation)} characters, "
+            f"{len(candidates)} candidate actions), over max_prompt_tokens={self.max_prompt_tokens}; "
+            f"raise max_prompt_tokens or shorten the observation"
+        )
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+    def _render(self, turns: Sequence[Turn], observation: str, candidates: Sequence[str]) -> str:
+        user_text = self._user_text(turns, observation, candidates)
+        if self.uses_chat_template:
+            messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user_text}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return f"{self.system_prompt}\n\n{user_text}\n\nAction: "
+
+    @staticmethod
+    def _user_text(turns: Sequence[Turn], observation: str, candidates: Sequence[str]) -> str:
+        parts = []
+        if turns:
+            lines = ["Recent history:"]
+            for turn in turns:
+                lines.append(f"Observation: {turn.observation.strip()}")
+                if turn.action is not None:
+                    lines.append(f"Action: {turn.action} (reward {turn.reward:g})")
+            parts.append("\n".join(lines))
+        parts.append(f"Current observation:\n{observation.strip()}")
+        parts.append("Valid actions:\n" + "\n".join(f"- {candidate}" for candidate in candidates))
+        return "\n\n".join(parts)

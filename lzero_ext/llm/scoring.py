@@ -1,0 +1,379 @@
+"""Score candidate actions under a causal LM, paying one prompt prefill per state instead of one per candidate.
+
+A candidate's score is the summed (optionally length-normalised) log-probability of its own tokens after the prompt,
+in fp32. The shared-prefix scorer encodes each prompt once and scores all of its candidates in the same batch:
+
+* ``mode="prefix_cache"`` (default): the right-padded prompts are prefilled with plain causal attention (fast
+  kernels, no mask), then all candidates of a state are packed into one continuation that reuses the prompt's
+  KV cache; a block mask lets each candidate token see the real prompt tokens and the earlier tokens of its own
+  candidate only, and position ids restart at the prompt length for every candidate.
+* ``mode="packed"``: the same layout in one forward pass over ``prompt + packed candidates`` with a 4D block mask.
+
+Both need eager or sdpa attention (custom masks). Logits are computed only at the positions that predict candidate
+tokens (the last prompt token is shared by every candidate's first token), never over the whole prompt.
+``naive_score_candidates`` scores one full sequence per candidate, for tests and benchmarks.
+
+This module imports only torch and transformers, so the GPU benchmark can use it without DI-engine or easydict.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import inspect
+from functools import lru_cache
+
+import torch
+from transformers import DynamicCache
+
+SCORING_MODES = ("prefix_cache", "packed")
+_LOGIT_CHUNK_ROWS = 1024
+
+
+@dataclass
+class _PackedLayout:
+    """Token layout of one micro-batch of states (prompts right-padded, candidates packed per state)."""
+
+    prompt_ids: torch.Tensor  # [B, P] long
+    prompt_lengths: torch.Tensor  # [B] long
+    continuation_ids: torch.Tensor  # [B, Q] long, all candidates of a state back to back
+    continuation_block: torch.Tensor  # [B, Q] long, candidate index within the state, -1 for padding
+    continuation_offset: torch.Tensor  # [B, Q] long, token index within its candidate
+    first_state: torch.Tensor  # [C] state of each candidate (its first token is predicted by that prompt's end)
+    first_target: torch.Tensor  # [C] first token of each candidate
+    rest_row: torch.Tensor  # [N] state of a later candidate token
+    rest_col: torch.Tensor  # [N] continuation position whose output predicts it
+    rest_target: torch.Tensor  # [N] the predicted token
+    rest_candidate: torch.Tensor  # [N] flat candidate index it belongs to
+    candidate_lengths: torch.Tensor  # [C] tokens per candidate
+    num_candidates: list[int]
+
+
+def tokenize_for_scoring(
+    tokenizer, prompts: Sequence[str], candidates: Sequence[Sequence[str]], append_eos: bool = True
+) -> tuple[list[list[int]], list[list[list[int]]]]:
+    """Token ids of prompts (with the tokenizer's special tokens) and of each candidate on its own.
+
+    Candidates are tokenised separately so their tokens do not merge with the prompt's; with ``append_eos`` each
+    candidate ends with the EOS token, so a candidate that is a prefix of another does not inherit its probability.
+    """
+    if len(prompts) != len(candidates):
+        raise ValueError(f"Got {len(prompts)} prompts but {len(candidates)} candidate lists")
+    for index, state_candidates in enumerate(candidates):
+        if len(state_candidates) == 0:
+            raise ValueError(f"State {index} has an empty candidate list; there is nothing to score")
+    if append_eos and tokenizer.eos_token_id is None:
+        raise ValueError("append_eos=True needs a tokenizer with an eos_token")
+    prompt_ids = [list(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+    flat = [text for state_candidates in candidates for text in state_candidates]
+    flat_ids = tokenizer(flat, add_special_tokens=False)["input_ids"]
+    suffix = [tokenizer.eos_token_id] if append_eos else []
+    candidate_ids, start = [], 0
+    for state_candidates in candidates:
+        candidate_ids.append([list(ids) + suffix for ids in flat_ids[start:start + len(state_candidates)]])
+        start += len(state_candidates)
+    return prompt_ids, candidate_ids
+
+
+def check_vocab_compatible(model, tokenizer) -> None:
+    """Raise if the tokenizer can emit ids the model has no embedding for (a tokenizer/model mismatch)."""
+    num_embeddings = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > num_embeddings:
+        raise ValueError(
+            f"Tokenizer/model mismatch: the tokenizer has {len(tokenizer)} tokens but the model embeds only "
+            f"{num_embeddings}; load the tokenizer that belongs to this model"
+        )
+
+
+def score_candidates(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    length_normalize: bool = False,
+    *,
+    append_eos: bool = True,
+    mode: str = "prefix_cache",
+    max_states_per_forward: int | None = None,
+) -> list[torch.Tensor]:
+    """Per state, an fp32 tensor [K] of candidate log-likelihoods, with gradients if grad mode is on."""
+    prompt_ids, candidate_ids = tokenize_for_scoring(tokenizer, prompts, candidates, append_eos)
+    return score_candidate_ids(
+        model, prompt_ids, candidate_ids, length_normalize, mode=mode, max_states_per_forward=max_states_per_forward
+    )
+
+
+def score_candidate_ids(
+    model,
+    prompt_ids: Sequence[Sequence[int]],
+    candidate_ids: Sequence[Sequence[Sequence[int]]],
+    length_normalize: bool = False,
+    *,
+    mode: str = "prefix_cache",
+    max_states_per_forward: int | None = None,
+) -> list[torch.Tensor]:
+    """Token-id version of :func:`score_candidates`; states are sorted by length and micro-batched."""
+    if mode not in SCORING_MODES:
+        raise ValueError(f"Unknown scoring mode {mode!r}; choose one of {SCORING_MODES}")
+    _check_inputs(model, prompt_ids, candidate_ids)
+    _check_attention_supports_masks(model)
+    sizes = [len(p) + sum(len(c) for c in cands) for p, cands in zip(prompt_ids, candidate_ids)]
+    order = sorted(range(len(prompt_ids)), key=lambda index: -sizes[index])
+    step = max_states_per_forward or len(order) or 1
+    results: list[torch.Tensor | None] = [None] * len(prompt_ids)
+    for start in range(0, len(order), step):
+        chunk = order[start:start + step]
+        layout = _build_layout([prompt_ids[i] for i in chunk], [candidate_ids[i] for i in chunk], _device_of(model))
+        for index, scores in zip(chunk, _score_layout(model, layout, length_normalize, mode)):
+            results[index] = scores
+    return results  # type: ignore[return-value]
+
+
+def naive_score_candidates(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    length_normalize: bool = False,
+    *,
+    append_eos: bool = True,
+    max_sequences_per_forward: int = 64,
+) -> list[torch.Tensor]:
+    """Reference scorer: one full ``prompt + candidate`` sequence per candidate (K prefills per state)."""
+    prompt_ids, candidate_ids = tokenize_for_scoring(tokenizer, prompts, candidates, append_eos)
+    return naive_score_candidate_ids(model, prompt_ids, candidate_ids, length_normalize, max_sequences_per_forward)
+
+
+def naive_score_candidate_ids(
+    model,
+    prompt_ids: Sequence[Sequence[int]],
+    candidate_ids: Sequence[Sequence[Sequence[int]]],
+    length_normalize: bool = False,
+    max_sequences_per_forward: int = 64,
+) -> list[torch.Tensor]:
+    """Token-id version of :func:`naive_score_candidates`."""
+    _check_inputs(model, prompt_ids, candidate_ids)
+    device = _device_of(model)
+    pairs = [(list(p), list(c)) for p, cands in zip(prompt_ids, candidate_ids) for c in cands]
+    flat_scores = []
+    for start in range(0, len(pairs), max_sequences_per_forward):
+        flat_scores.append(_naive_chunk(model, pairs[start:start + max_sequences_per_forward], device))
+    scores = torch.cat(flat_scores)
+    if length_normalize:
+        scores = scores / torch.tensor([len(c) for _, c in pairs], dtype=torch.float32, device=device)
+    return list(torch.split(scores, [len(cands) for cands in candidate_ids]))
+
+
+def _naive_chunk(model, pairs: list[tuple[list[int], list[int]]], device: torch.device) -> torch.Tensor:
+    lengths = [len(p) + len(c) for p, c in pairs]
+    width = max(lengths)
+    input_ids = torch.zeros(len(pairs), width, dtype=torch.long)
+    attention_mask = torch.zeros(len(pairs), width, dtype=torch.long)
+    rows, cols, targets, owners = [], [], [], []
+    for row, (prompt, candidate) in enumerate(pairs):
+        sequence = prompt + candidate
+        input_ids[row, : len(sequence)] = torch.tensor(sequence)
+        attention_mask[row, : len(sequence)] = 1
+        for offset, token in enumerate(candidate):
+            rows.append(row)
+            cols.append(len(prompt) + offset - 1)
+            targets.append(token)
+            owners.append(row)
+    hidden = model.get_decoder()(
+        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False
+    ).last_hidden_state
+    gathered = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+    token_logprobs = _token_logprobs(
+        model, gathered, torch.arange(len(rows), device=device), torch.tensor(targets, device=device)
+    )
+    return torch.zeros(len(pairs), dtype=torch.float32, device=device).index_add(
+        0, torch.tensor(owners, device=device), token_logprobs
+    )
+
+
+def _check_inputs(model, prompt_ids, candidate_ids) -> None:
+    if len(prompt_ids) != len(candidate_ids):
+        raise ValueError(f"Got {len(prompt_ids)} prompts but {len(candidate_ids)} candidate lists")
+    num_embeddings = model.get_input_embeddings().num_embeddings
+    for index, (prompt, cands) in enumerate(zip(prompt_ids, candidate_ids)):
+        if len(prompt) == 0:
+            raise ValueError(f"State {index} has an empty prompt; scoring needs at least one prompt token")
+        if len(cands) == 0:
+            raise ValueError(f"State {index} has an empty candidate list; there is nothing to score")
+        if any(len(c) == 0 for c in cands):
+            raise ValueError(f"State {index} has a candidate with no tokens (an empty action string?)")
+        largest = max(max(prompt), max(max(c) for c in cands))
+        if largest >= num_embeddings:
+            raise ValueError(
+                f"Token id {largest} is outside the model's vocabulary of {num_embeddings}: "
+                f"tokenizer/model mismatch"
+            )
+
+
+def _check_attention_supports_masks(model) -> None:
+    implementation = model.config._attn_implementation
+    if implementation not in ("eager", "sdpa"):
+        raise ValueError(
+            f"Shared-prefix scoring needs custom attention masks, which attn_implementation={implementation!r} does "
+            f"not take; load the model with attn_implementation='sdpa' (or 'eager')"
+        )
+
+
+@lru_cache(maxsize=None)
+def _cache_keyword_of(forward_class: type) -> str:
+    parameters = inspect.signature(forward_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _cache_keyword(decoder) -> str:
+    """The KV-cache argument's name: newer transformers call it ``cache``, older ``past_key_values``."""
+    return _cache_keyword_of(type(decoder))
+
+
+def _device_of(model) -> torch.device:
+    return model.get_input_embeddings().weight.device
+
+
+def _build_layout(
+    prompt_ids: Sequence[Sequence[int]], candidate_ids: Sequence[Sequence[Sequence[int]]], device: torch.device
+) -> _PackedLayout:
+    batch = len(prompt_ids)
+    prompt_width = max(len(p) for p in prompt_ids)
+    continuation_width = max(sum(len(c) for c in cands) for cands in candidate_ids)
+    prompt_tensor = torch.zeros(batch, prompt_width, dtype=torch.long)
+    continuation = torch.zeros(batch, continuation_width, dtype=torch.long)
+    block = torch.full((batch, continuation_width), -1, dtype=torch.long)
+    offset = torch.zeros(batch, continuation_width, dtype=torch.long)
+    first_state, first_target, lengths = [], [], []
+    rest_row, rest_col, rest_target, rest_candidate = [], [], [], []
+    for state, (prompt, cands) in enumerate(zip(prompt_ids, candidate_ids)):
+        prompt_tensor[state, : len(prompt)] = torch.tensor(prompt)
+        column = 0
+        for index, tokens in enumerate(cands):
+            flat_index = len(lengths)
+            continuation[state, column:column + len(tokens)] = torch.tensor(tokens)
+            block[state, column:column + len(tokens)] = index
+            offset[state, column:column + len(tokens)] = torch.arange(len(tokens))
+            first_state.append(state)
+            first_target.append(tokens[0])
+            lengths.append(len(tokens))
+            for j in range(1, len(tokens)):
+                rest_row.append(state)
+                rest_col.append(column + j - 1)
+                rest_target.append(tokens[j])
+                rest_candidate.append(flat_index)
+            column += len(tokens)
+
+    def as_tensor(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    return _PackedLayout(
+        prompt_ids=prompt_tensor.to(device),
+        prompt_lengths=as_tensor([len(p) for p in prompt_ids]),
+        continuation_ids=continuation.to(device),
+        continuation_block=block.to(device),
+        continuation_offset=offset.to(device),
+        first_state=as_tensor(first_state),
+        first_target=as_tensor(first_target),
+        rest_row=as_tensor(rest_row),
+        rest_col=as_tensor(rest_col),
+        rest_target=as_tensor(rest_target),
+        rest_candidate=as_tensor(rest_candidate),
+        candidate_lengths=as_tensor(lengths),
+        num_candidates=[len(cands) for cands in candidate_ids],
+    )
+
+
+def _continuation_mask(layout: _PackedLayout) -> torch.Tensor:
+    """Bool [B, Q, P + Q]: real prompt tokens, plus earlier tokens of the same candidate; padding sees itself."""
+    prompt_width = layout.prompt_ids.shape[1]
+    continuation_width = layout.continuation_ids.shape[1]
+    device = layout.prompt_ids.device
+    sees_prompt = torch.arange(prompt_width, device=device)[None, :] < layout.prompt_lengths[:, None]  # [B, P]
+    block = layout.continuation_block
+    same_block = (block[:, :, None] == block[:, None, :]) & (block[:, :, None] >= 0)
+    causal = torch.ones(continuation_width, continuation_width, dtype=torch.bool, device=device).tril()
+    is_padding = block < 0
+    own = same_block & causal[None] | (torch.eye(continuation_width, dtype=torch.bool, device=device)[None] & is_padding[:, :, None])
+    prompt_part = sees_prompt[:, None, :].expand(-1, continuation_width, -1) & ~is_padding[:, :, None]
+    return torch.cat([prompt_part, own], dim=2)
+
+
+def _as_attention_mask(model, allowed: torch.Tensor) -> torch.Tensor:
+    """[B, 1, Q, KV] mask in the form the attention implementation expects (bool for sdpa, additive for eager)."""
+    allowed = allowed[:, None]
+    if model.config._attn_implementation == "sdpa":
+        return allowed
+    dtype = model.get_input_embeddings().weight.dtype
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def _score_layout(model, layout: _PackedLayout, length_normalize: bool, mode: str) -> list[torch.Tensor]:
+    decoder = model.get_decoder()
+    batch = layout.prompt_ids.shape[0]
+    positions = layout.prompt_lengths[:, None] + layout.continuation_offset
+    continuation_mask = _continuation_mask(layout)
+    last_prompt = layout.prompt_lengths - 1
+    state_index = torch.arange(batch, device=layout.prompt_ids.device)
+    if mode == "prefix_cache":
+        # Right padding + causal attention leaves the real prompt tokens exact; the pads are masked out below.
+        cache = DynamicCache()
+        cache_keyword = _cache_keyword(decoder)
+        prefill = decoder(input_ids=layout.prompt_ids, use_cache=True, **{cache_keyword: cache})
+        prompt_end_hidden = prefill.last_hidden_state[state_index, last_prompt]
+        continuation_hidden = decoder(
+            input_ids=layout.continuation_ids,
+            attention_mask=_as_attention_mask(model, continuation_mask),
+            **{cache_keyword: cache},
+            position_ids=positions,
+            use_cache=True,
+        ).last_hidden_state
+    else:
+        prompt_width = layout.prompt_ids.shape[1]
+        prompt_rows = torch.ones(prompt_width, prompt_width, dtype=torch.bool, device=positions.device).tril()
+        prompt_rows = torch.cat(
+            [prompt_rows, torch.zeros(prompt_width, continuation_mask.shape[1], dtype=torch.bool, device=positions.device)],
+            dim=1,
+        )
+        full_mask = torch.cat([prompt_rows[None].expand(batch, -1, -1), continuation_mask], dim=1)
+        prompt_positions = torch.arange(prompt_width, device=positions.device)[None].expand(batch, -1)
+        hidden = decoder(
+            input_ids=torch.cat([layout.prompt_ids, layout.continuation_ids], dim=1),
+            attention_mask=_as_attention_mask(model, full_mask),
+            position_ids=torch.cat([prompt_positions, positions], dim=1),
+            use_cache=False,
+        ).last_hidden_state
+        prompt_end_hidden = hidden[state_index, last_prompt]
+        continuation_hidden = hidden[:, prompt_width:]
+    rest_hidden = continuation_hidden[layout.rest_row, layout.rest_col]
+    hidden_rows = torch.cat([prompt_end_hidden, rest_hidden])
+    rows = torch.cat([layout.first_state, batch + torch.arange(len(layout.rest_row), device=hidden_rows.device)])
+    targets = torch.cat([layout.first_target, layout.rest_target])
+    token_logprobs = _token_logprobs(model, hidden_rows, rows, targets)
+    owners = torch.cat([torch.arange(len(layout.first_state), device=rows.device), layout.rest_candidate])
+    scores = torch.zeros(len(layout.first_state), dtype=torch.float32, device=rows.device).index_add(
+        0, owners, token_logprobs
+    )
+    if length_normalize:
+        scores = scores / layout.candidate_lengths.to(torch.float32)
+    return list(torch.split(scores, layout.num_candidates))
+
+
+def _token_logprobs(model, hidden_rows: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """fp32 log p(targets[i] | hidden_rows[rows[i]]), computing the vocabulary softmax in row chunks."""
+    lm_head = model.get_output_embeddings()
+    order = torch.argsort(rows, stable=True)
+    sorted_rows, sorted_targets = rows[order], targets[order]
+    boundaries = torch.arange(0, hidden_rows.shape[0] + _LOGIT_CHUNK_ROWS, _LOGIT_CHUNK_ROWS, device=rows.device)
+    cuts = torch.searchsorted(sorted_rows, boundaries).tolist()
+    pieces = []
+    for chunk, start in enumerate(range(0, hidden_rows.shape[0], _LOGIT_CHUNK_ROWS)):
+        lo, hi = cuts[chunk], cuts[chunk + 1]
+        if lo == hi:
+            continue
+        logits = lm_head(hidden_rows[start:start + _LOGIT_CHUNK_ROWS]).float()
+        local_rows = sorted_rows[lo:hi] - start
+        picked = logits[local_rows, sorted_targets[lo:hi]]
+        pieces.append(picked - torch.logsumexp(logits, dim=-1)[local_rows])
+    sorted_logprobs = torch.cat(pieces)
+    return torch.empty_like(sorted_logprobs).scatter(0, order, sorted_logprobs)

@@ -1,0 +1,51 @@
+"""Typed records that cross the boundary between the LLM side and its callers (collector, learner, buffer)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Turn:
+    """One past step of a game as the prompt shows it: what was seen, what was done, what it earned."""
+
+    observation: str
+    action: str | None
+    reward: float
+
+
+@dataclass
+class PriorRequest:
+    """Ask the prior for a distribution over ``candidates`` (the valid actions) in the current state."""
+
+    history: list[Turn]
+    observation: str
+    candidates: list[str]
+
+
+@dataclass
+class PriorResult:
+    """Log-probabilities over the request's candidates, in its order, and the weights version that made them."""
+
+    logprobs: np.ndarray  # [K] float32, normalised over the candidates after the temperature
+    version: int
+
+
+@dataclass
+class LLMSample:
+    """One training example for the LLM: a state, the search's visit distribution and the executed action.
+
+    ``behaviour_logprob`` is the prior's candidate-normalised log-prob of ``action_index`` at collection time (the
+    PPO ratio's denominator); ``advantage`` is supplied by the caller (e.g. the world model's n-step target minus its
+    value); ``group_id`` groups samples for GRPO-style advantage normalisation.
+    """
+
+    history: list[Turn]
+    observation: str
+    candidates: list[str]
+    visit_distribution: np.ndarray  # [K] non-negative, normalised by the trainer
+    action_index: int
+    advantage: float
+    behaviour_logprob: float
+    group_id: int | None = None

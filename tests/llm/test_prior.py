@@ -1,0 +1,103 @@
+"""The transformers prior: normalisation with temperature, caching, versions, backend choice and bad input."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from lzero_ext.import_utils import is_available
+from lzero_ext.llm.default_model import ensure_default_model
+from lzero_ext.llm.prior import TransformersPrior, build_prior
+from lzero_ext.llm.types import PriorRequest, Turn
+
+REQUESTS = [
+    PriorRequest([Turn("West of house.", "north", 0.0)], "North of house. A path leads north.", ["north", "south", "go east"]),
+    PriorRequest([], "Kitchen. A sack is on the table.", ["take sack", "west", "up", "open sack", "eat"]),
+]
+
+
+@pytest.fixture
+def prior(tiny_model_dir):
+    return TransformersPrior(dict(model_path=str(tiny_model_dir), device="cpu", max_prompt_tokens=256))
+
+
+def test_results_are_normalised_float32_with_version(prior):
+    results = prior.score(REQUESTS)
+    assert [r.logprobs.shape for r in results] == [(3,), (5,)]
+    for result in results:
+        assert result.logprobs.dtype == np.float32
+        assert np.exp(result.logprobs).sum() == pytest.approx(1.0, abs=1e-5)
+        assert result.version == 0
+
+
+def test_temperature_applies_before_normalisation(tiny_model_dir, prior):
+    hot = TransformersPrior(dict(model_path=str(tiny_model_dir), device="cpu", max_prompt_tokens=256, temperature=2.0))
+    cold, warm = prior.score(REQUESTS[:1])[0].logprobs, hot.score(REQUESTS[:1])[0].logprobs
+    expected = torch.log_softmax(torch.tensor(cold, dtype=torch.float64) / 2.0, dim=0).numpy()
+    np.testing.assert_allclose(warm, expected, atol=1e-5)
+    assert not np.allclose(warm, cold)
+
+
+def test_identical_requests_hit_the_cache(prior, monkeypatch):
+    calls = []
+    original = prior._score_prompts
+    monkeypatch.setattr(prior, "_score_prompts", lambda p, c: calls.append(len(p)) or original(p, c))
+    first = prior.score(REQUESTS + REQUESTS[:1])
+    second = prior.score(REQUESTS)
+    assert calls == [2]
+    np.testing.assert_array_equal(first[0].logprobs, first[2].logprobs)
+    np.testing.assert_array_equal(first[1].logprobs, second[1].logprobs)
+
+
+def test_load_weights_changes_scores_and_bumps_version(tiny_model_dir, prior):
+    before = prior.score(REQUESTS)
+    other = TransformersPrior(dict(model_path=str(ensure_default_model(tiny_model_dir.parent, seed=5)), device="cpu"))
+    prior.load_weights(other.model)
+    after = prior.score(REQUESTS)
+    assert [r.version for r in after] == [1, 1]
+    assert not np.allclose(before[0].logprobs, after[0].logprobs)
+
+
+def test_empty_candidate_list_is_rejected(prior):
+    with pytest.raises(ValueError, match="empty candidate list"):
+        prior.score([PriorRequest([], "A room.", [])])
+
+
+def test_missing_model_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        TransformersPrior(dict(model_path=str(tmp_path / "no-such-model"), device="cpu"))
+
+
+def test_tokenizer_model_vocabulary_mismatch_is_a_clear_error(tiny_model_dir, tiny_tokenizer, tmp_path):
+    config = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+    Qwen2ForCausalLM(config).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="Tokenizer/model mismatch"):
+        TransformersPrior(dict(model_path=str(tmp_path), device="cpu"))
+
+
+def test_unknown_config_key_names_the_nearest_valid_one(tiny_model_dir):
+    with pytest.raises(KeyError, match="temperature"):
+        build_prior(dict(model_path=str(tiny_model_dir), temprature=2.0))
+
+
+@pytest.mark.skipif(is_available("vllm"), reason="vllm is installed here")
+def test_vllm_backend_without_vllm(tiny_model_dir, caplog):
+    with pytest.raises(ImportError, match="vllm"):
+        build_prior(dict(backend="vllm", model_path=str(tiny_model_dir)))
+    with caplog.at_level(logging.WARNING):
+        prior = build_prior(dict(backend="vllm", allow_backend_fallback=True, model_path=str(tiny_model_dir),
+                                 device="cpu"))
+    assert isinstance(prior, TransformersPrior)
+    assert "falling back" in caplog.text
+
+
+def test_bad_temperature_and_backend_are_rejected(tiny_model_dir):
+    with pytest.raises(ValueError, match="temperature"):
+        TransformersPrior(dict(model_path=str(tiny_model_dir), temperature=0.0))
+    with pytest.raises(ValueError, match="backend"):
+        build_prior(dict(backend="onnx"))

@@ -1,0 +1,109 @@
+"""Shared-prefix scoring equals one-sequence-per-candidate scoring, with and without gradients."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from lzero_ext.llm.scoring import (
+    check_vocab_compatible,
+    naive_score_candidates,
+    score_candidate_ids,
+    score_candidates,
+)
+
+PROMPTS = [
+    "Cellar. It is damp and cold. A trap door is above you.",
+    "Kitchen. A table, a brown sack and a glass bottle. A passage leads west and a staircase leads up. " * 4,
+    "You are in a maze of twisty little passages, all alike.",
+]
+CANDIDATES = [
+    ["up", "open trap door", "take the lantern and the elvish sword from the trophy case"],
+    ["w", "take sack", "open the brown sack carefully", "drink water", "climb the dark staircase slowly", "x"],
+    ["north"],
+]
+
+
+def _random_qwen2(vocab_size: int, attn_implementation: str) -> Qwen2ForCausalLM:
+    torch.manual_seed(7)
+    config = Qwen2Config(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False,
+    )
+    config._attn_implementation = attn_implementation
+    return Qwen2ForCausalLM(config).eval()
+
+
+def _assert_close(got: list[torch.Tensor], expected: list[torch.Tensor]) -> None:
+    assert [g.shape for g in got] == [e.shape for e in expected]
+    assert max((g - e).abs().max().item() for g, e in zip(got, expected)) <= 1e-4
+
+
+@pytest.mark.parametrize("mode", ["prefix_cache", "packed"])
+@pytest.mark.parametrize("length_normalize", [False, True])
+def test_shared_prefix_matches_naive_on_tiny_model(tiny_model, tiny_tokenizer, mode, length_normalize):
+    with torch.no_grad():
+        shared = score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, length_normalize, mode=mode)
+        naive = naive_score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, length_normalize)
+    _assert_close(shared, naive)
+    assert all(s.dtype == torch.float32 for s in shared)
+    assert all((s < 0).all() for s in shared)
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("mode", ["prefix_cache", "packed"])
+def test_shared_prefix_matches_naive_on_random_qwen2(tiny_tokenizer, attn_implementation, mode):
+    model = _random_qwen2(len(tiny_tokenizer), attn_implementation)
+    with torch.no_grad():
+        shared = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, mode=mode, append_eos=False)
+        naive = naive_score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, append_eos=False)
+    _assert_close(shared, naive)
+
+
+def test_micro_batching_keeps_order_and_values(tiny_model, tiny_tokenizer):
+    with torch.no_grad():
+        together = score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES)
+        one_by_one = score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, max_states_per_forward=1)
+    _assert_close(one_by_one, together)
+
+
+def test_gradients_match_naive(tiny_tokenizer):
+    model = _random_qwen2(len(tiny_tokenizer), "sdpa")
+    weight = model.model.layers[0].self_attn.q_proj.weight
+    torch.stack([s.sum() for s in score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES)]).sum().backward()
+    shared_grad = weight.grad.clone()
+    weight.grad = None
+    torch.stack([s.sum() for s in naive_score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES)]).sum().backward()
+    assert shared_grad.abs().max() > 0
+    assert torch.allclose(shared_grad, weight.grad, atol=1e-4, rtol=1e-3)
+
+
+def test_eos_separates_an_action_from_its_prefix(tiny_model, tiny_tokenizer):
+    """Without EOS, 'open' scores at least as high as 'open door'; with EOS it is a complete answer of its own."""
+    with torch.no_grad():
+        without = score_candidates(tiny_model, tiny_tokenizer, PROMPTS[:1], [["open", "open door"]], append_eos=False)
+        with_eos = score_candidates(tiny_model, tiny_tokenizer, PROMPTS[:1], [["open", "open door"]])
+    assert without[0][0] >= without[0][1]
+    assert not torch.allclose(with_eos[0], without[0])
+
+
+def test_empty_candidate_list_is_rejected(tiny_model, tiny_tokenizer):
+    with pytest.raises(ValueError, match="empty candidate list"):
+        score_candidates(tiny_model, tiny_tokenizer, PROMPTS[:2], [["north"], []])
+    with pytest.raises(ValueError, match="empty candidate list"):
+        naive_score_candidates(tiny_model, tiny_tokenizer, PROMPTS[:1], [[]])
+
+
+def test_token_ids_outside_the_model_vocabulary_are_rejected(tiny_tokenizer):
+    small = _random_qwen2(100, "sdpa")
+    with pytest.raises(ValueError, match="mismatch"):
+        check_vocab_compatible(small, tiny_tokenizer)
+    with pytest.raises(ValueError, match="mismatch"):
+        score_candidate_ids(small, [[1, 2, 3]], [[[5, 150]]])
+
+
+def test_attention_without_custom_masks_is_rejected(tiny_tokenizer):
+    model = _random_qwen2(len(tiny_tokenizer), "sdpa")
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="attn_implementation"):
+        score_candidates(model, tiny_tokenizer, PROMPTS[:1], CANDIDATES[:1])

@@ -1,0 +1,175 @@
+"""The LLM trainer: SFT distils visit distributions, RL follows advantages, KL holds the policy, weights flow."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from lzero_ext.llm.prior import TransformersPrior
+from lzero_ext.llm.scoring import score_candidates
+from lzero_ext.llm.trainer import LLMTrainer
+from lzero_ext.llm.types import LLMSample, PriorRequest, Turn
+
+STATES = [
+    ("Kitchen. A table with a sack and a bottle.", ["open window", "west", "take sack", "eat lunch"], [0.7, 0.1, 0.1, 0.1]),
+    ("Dark cellar. A trap door above.", ["up", "south", "north"], [0.1, 0.2, 0.7]),
+]
+HISTORY = [Turn("West of the house.", "north", 0.0)]
+
+
+def _trainer(model_dir, **overrides) -> LLMTrainer:
+    cfg = dict(model_path=str(model_dir), device="cpu", lr=3e-3, lr_schedule="constant", max_prompt_tokens=256,
+               kl_coef=0.0)
+    cfg.update(overrides)
+    return LLMTrainer(cfg)
+
+
+def _prior(trainer: LLMTrainer) -> TransformersPrior:
+    return TransformersPrior.from_trainer(trainer, dict(max_prompt_tokens=256, cache_size=0))
+
+
+def _probabilities(prior: TransformersPrior) -> list[np.ndarray]:
+    return [np.exp(r.logprobs) for r in prior.score([PriorRequest(HISTORY, o, c) for o, c, _ in STATES])]
+
+
+def _samples(prior, actions, advantages, visits=None) -> list[LLMSample]:
+    behaviour = prior.score([PriorRequest(HISTORY, o, c) for o, c, _ in STATES])
+    return [
+        LLMSample(HISTORY, o, c, np.asarray(visits[i] if visits else v, dtype=np.float32), actions[i], advantages[i],
+                  float(behaviour[i].logprobs[actions[i]]))
+        for i, (o, c, v) in enumerate(STATES)
+    ]
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    return float((p * (np.log(p) - np.log(q))).sum())
+
+
+def test_sft_drives_candidate_distribution_to_visit_distribution(tiny_model_dir):
+    trainer = _trainer(tiny_model_dir, rl_weight=0.0)
+    prior = _prior(trainer)
+    samples = _samples(prior, [0, 0], [0.0, 0.0])
+    targets = [np.asarray(v) for _, _, v in STATES]
+    before = sum(_kl(t, q) for t, q in zip(targets, _probabilities(prior)))
+    for _ in range(25):
+        metrics = trainer.train_step(samples)
+    after = sum(_kl(t, q) for t, q in zip(targets, _probabilities(prior)))
+    assert after <= 0.1 * before
+    assert {"llm/sft_loss", "llm/rl_loss", "llm/kl", "llm/clip_frac", "llm/grad_norm", "llm/lr"} <= set(metrics)
+
+
+def test_rl_follows_the_sign_of_the_advantage(tiny_model_dir):
+    trainer = _trainer(tiny_model_dir, sft_weight=0.0, lr=1e-3)
+    prior = _prior(trainer)
+    before = _probabilities(prior)
+    samples = _samples(prior, [1, 2], [1.0, -1.0])
+    for _ in range(3):
+        trainer.train_step(samples)
+    after = _probabilities(prior)
+    assert after[0][1] > before[0][1]
+    assert after[1][2] < before[1][2]
+
+
+def test_ppo_clip_stops_the_gradient_outside_the_trust_region(tiny_model_dir):
+    trainer = _trainer(tiny_model_dir, sft_weight=0.0)
+    prior = _prior(trainer)
+    samples = _samples(prior, [1, 2], [1.0, 1.0])
+    for sample in samples:
+        sample.behaviour_logprob -= 1.0  # the current policy already likes these actions e times more: clipped
+    metrics = trainer.train_step(samples)
+    assert metrics["llm/clip_frac"] == 1.0
+    assert metrics["llm/grad_norm"] == 0.0
+
+
+def test_large_kl_coefficient_keeps_policy_near_reference(tiny_model_dir):
+    results = {}
+    for kl_coef in (0.0, 50.0):
+        trainer = _trainer(tiny_model_dir, kl_coef=kl_coef, rl_weight=0.0, lr=1e-3)
+        prior = _prior(trainer)
+        reference = _probabilities(prior)
+        samples = _samples(prior, [0, 0], [0.0, 0.0], visits=[[0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+        for _ in range(10):
+            metrics = trainer.train_step(samples)
+        results[kl_coef] = sum(_kl(q, p) for q, p in zip(_probabilities(prior), reference))
+        assert metrics["llm/kl"] >= 0.0
+    assert results[50.0] < 0.2 * results[0.0]
+
+
+def test_update_changes_prior_scores_and_bumps_version(tiny_model_dir):
+    trainer = _trainer(tiny_model_dir, rl_weight=0.0)
+    prior = _prior(trainer)
+    assert prior.model is trainer.model  # shared, no copy per step
+    requests = [PriorRequest(HISTORY, o, c) for o, c, _ in STATES]
+    before = prior.score(requests)
+    trainer.train_step(_samples(prior, [0, 0], [0.0, 0.0]))
+    after = prior.score(requests)
+    assert [r.version for r in before] == [0, 0] and [r.version for r in after] == [1, 1]
+    assert not np.allclose(before[0].logprobs, after[0].logprobs)
+
+
+def test_gradient_accumulation_steps_every_grad_accum_calls(tiny_model_dir):
+    trainer = _trainer(tiny_model_dir, grad_accum=2)
+    samples = _samples(_prior(trainer), [0, 0], [0.5, -0.5])
+    assert trainer.train_step(samples)["llm/optimizer_step"] == 0.0 and trainer.version == 0
+    assert trainer.train_step(samples)["llm/optimizer_step"] == 1.0 and trainer.version == 1
+
+
+def test_lora_export_reloads_with_identical_scores(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, use_lora=True, lora_dropout=0.0, kl_coef=0.1, lr=1e-2)
+    prior = _prior(trainer)
+    before = _probabilities(prior)
+    for _ in range(3):
+        trainer.train_step(_samples(prior, [0, 0], [1.0, 1.0]))
+    tuned = _probabilities(prior)
+    assert not np.allclose(before[0], tuned[0])
+    exported = AutoModelForCausalLM.from_pretrained(trainer.export_hf(tmp_path / "export")).eval()
+    prompts = [trainer.prompt_builder.build(HISTORY, o, c) for o, c, _ in STATES]
+    candidates = [c for _, c, _ in STATES]
+    trainer.model.eval()
+    with torch.no_grad():
+        expected = score_candidates(trainer.model, trainer.tokenizer, prompts, candidates)
+        reloaded = score_candidates(exported, trainer.tokenizer, prompts, candidates)
+    assert max((a - b).abs().max().item() for a, b in zip(expected, reloaded)) <= 1e-4
+    assert not any(name.startswith("base_model") for name in exported.state_dict())
+
+
+def test_state_dict_round_trip_restores_weights_and_counters(tiny_model_dir):
+    trainer = _trainer(tiny_model_dir)
+    trainer.train_step(_samples(_prior(trainer), [0, 0], [1.0, -1.0]))
+    restored = _trainer(tiny_model_dir)
+    restored.load_state_dict(trainer.state_dict())
+    assert (restored.step, restored.version) == (1, 1)
+    for a, b in zip(_probabilities(_prior(trainer)), _probabilities(_prior(restored))):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert restored.optimizer.state_dict()["state"].keys() == trainer.optimizer.state_dict()["state"].keys()
+
+
+def test_group_normalised_advantages(tiny_model_dir):
+    trainer = _trainer(tiny_model_dir, group_normalize_advantages=True)
+    prior = _prior(trainer)
+    samples = _samples(prior, [0, 0], [1.0, 3.0]) + _samples(prior, [0, 0], [1.0, 3.0])
+    for sample, group in zip(samples, [0, 0, 1, 2]):
+        sample.group_id = group
+    advantages = trainer._advantages(samples)
+    np.testing.assert_allclose(advantages, [-1.0, 1.0, 0.0, 0.0], atol=1e-5)
+
+
+def test_bad_samples_are_rejected(tiny_model_dir):
+    trainer = _trainer(tiny_model_dir)
+    good = _samples(_prior(trainer), [0, 0], [0.0, 0.0])[0]
+    with pytest.raises(ValueError, match="no samples"):
+        trainer.train_step([])
+    for change, message in [
+        (dict(action_index=9), "action_index"),
+        (dict(visit_distribution=np.zeros(4)), "visit_distribution"),
+        (dict(visit_distribution=np.ones(3)), "shape"),
+        (dict(candidates=[]), "empty candidate list"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            trainer.train_step([LLMSample(**{**good.__dict__, **change})])
+
+
+def test_unknown_trainer_config_key(tiny_model_dir):
+    with pytest.raises(KeyError, match="kl_coef"):
+        LLMTrainer(dict(model_path=str(tiny_model_dir), kl_coeff=0.1))
