@@ -1,0 +1,246 @@
+"""The hybrid training loop: evaluate → collect → train world model → train LLM → sync prior → log → checkpoint.
+
+Env-agnostic: the env class comes from ``create_config.env`` through DI-engine's registry. One iteration collects
+``collector.n_steps`` env steps with the current policy, pushes completed segments to the buffer, then runs the
+learners the :class:`~lzero_ext.entry.schedule.TrainSchedule` says are due. The LLM prior shares the trainer's
+weights (transformers backend) or receives them after each update (vLLM), so acting always uses the newest version.
+
+Checkpoints (``<exp>/checkpoints/ckpt_<iter>.pt``) hold everything needed to continue: learner states (world model,
+target network, optimisers, LLM or LoRA weights, scheduler, weights version), counters, every RNG state and, if
+configured, the replay buffer. SIGINT/SIGTERM finish the current phase, write a final checkpoint and exit cleanly.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ding.envs import create_env_manager, get_env_cls, get_env_manager_cls
+from ding.policy import create_policy
+from easydict import EasyDict
+from tqdm import tqdm
+
+from lzero_ext.buffer.game_buffer import PriorZeroGameBuffer
+from lzero_ext.entry.checkpoint import CheckpointManager, config_fingerprint
+from lzero_ext.entry.schedule import TrainSchedule
+from lzero_ext.import_utils import availability_summary
+from lzero_ext.utils.metrics import MetricsLogger
+from lzero_ext.utils.seeding import capture_rng_state, restore_rng_state, set_seed
+from lzero_ext.worker.collector import PriorZeroCollector
+from lzero_ext.worker.evaluator import PriorZeroEvaluator
+
+logger = logging.getLogger(__name__)
+
+# Metric names the design document fixes (TensorBoard dashboards of the upstream prototype read them).
+TRAIN_ALIASES = {"wm/total_loss": "train/wm_total_loss", "llm/sft_loss": "train/llm_sft_loss",
+                 "llm/rl_loss": "train/llm_rft_loss"}
+
+
+def architecture_fingerprint(cfg: EasyDict) -> str:
+    """Hash of what decides tensor shapes; resuming with a different one is refused."""
+    policy = cfg.policy
+    return config_fingerprint(dict(model={k: v for k, v in policy.model.items() if k != 'device'},
+                                   llm_model=policy.llm.prior.model_path, use_lora=policy.llm.trainer.use_lora,
+                                   llm_enabled=policy.llm.enable))
+
+
+class HybridTrainer:
+    """Builds every component from ``(main_config, create_config)`` and runs the loop."""
+
+    def __init__(self, cfg: EasyDict, create_cfg: EasyDict, resume: str | None = None) -> None:
+        self.cfg, self.create_cfg = cfg, create_cfg
+        self.exp_dir = Path(cfg.exp_name)
+        self.schedule = TrainSchedule(cfg.train)
+        set_seed(cfg.seed)
+        self.exp_dir.mkdir(parents=True, exist_ok=True)
+        self._save_run_info()
+        self.metrics = MetricsLogger(self.exp_dir / "log")
+        self.checkpoints = CheckpointManager(self.exp_dir / "checkpoints", self.schedule.cfg.keep_checkpoints)
+        self.fingerprint = architecture_fingerprint(cfg)
+        self.policy = create_policy(cfg.policy, enable_field=['learn', 'collect', 'eval'])
+        self.buffer = PriorZeroGameBuffer(cfg.policy.other.replay_buffer)
+        collector_env, evaluator_env = self._make_envs()
+        self.collector = PriorZeroCollector(cfg.policy.collect.collector, collector_env, self.policy.collect_mode)
+        self.evaluator = PriorZeroEvaluator(cfg.policy.eval.evaluator, evaluator_env, self.policy.eval_mode)
+        self.iteration = 0
+        self.last_eval: dict[str, float] = {}
+        self._stop_requested = False
+        if resume is not None:
+            self._resume(resume)
+
+    # ------------------------------------------------------------------ setup
+    def _make_envs(self):
+        env_cls = get_env_cls(self.create_cfg.env)
+        env_cfg = EasyDict(dict(self.cfg.env))
+        manager_type = self.create_cfg.env_manager.type
+        manager_cfg = get_env_manager_cls(EasyDict(type=manager_type)).default_config()
+        manager_cfg.update(self.cfg.env.manager or {})
+        manager_cfg.type = manager_type
+        collector_cfgs = env_cls.create_collector_env_cfg(EasyDict(dict(env_cfg)))
+        evaluator_cfgs = env_cls.create_evaluator_env_cfg(EasyDict(dict(env_cfg)))
+        collector_env = create_env_manager(manager_cfg, [partial(env_cls, cfg=c) for c in collector_cfgs])
+        evaluator_env = create_env_manager(manager_cfg, [partial(env_cls, cfg=c) for c in evaluator_cfgs])
+        collector_env.seed(self.cfg.seed)
+        evaluator_env.seed(self.cfg.seed, dynamic_seed=False)
+        return collector_env, evaluator_env
+
+    def _save_run_info(self) -> None:
+        """Resolved config, git revision and package versions next to the logs (a run must explain itself)."""
+        (self.exp_dir / "config.json").write_text(json.dumps(self.cfg, indent=2, default=str))
+        try:
+            sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            sha = "unknown"
+        import transformers
+
+        info = dict(git_sha=sha, torch=torch.__version__, transformers=transformers.__version__,
+                    optional=availability_summary())
+        (self.exp_dir / "run_info.json").write_text(json.dumps(info, indent=2))
+
+    def summary(self) -> str:
+        p = self.cfg.policy
+        avail = availability_summary()
+        return (
+            f"PriorZero | game={self.cfg.env.game_path} | device={self.cfg.policy.device} | "
+            f"LLM={p.llm.prior.model_path or 'tiny default'} backend={p.llm.prior.backend} "
+            f"enabled={p.llm.enable} train={p.llm.train} | root prior={p.root_prior.mode} | "
+            f"vLLM {'available' if avail['vllm'] else 'not installed'} | ORZ {'available' if avail['orz'] else 'not installed'} | "
+            f"exp={self.exp_dir}"
+        )
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict[str, float]:
+        logger.info(self.summary())
+        print(self.summary(), flush=True)
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        start_iter = self.iteration
+        bar = tqdm(total=self.schedule.cfg.max_iter, initial=start_iter, desc="priorzero", dynamic_ncols=True)
+        try:
+            while self.iteration < self.schedule.cfg.max_iter and not self._stop_requested:
+                metrics = self._iteration()
+                bar.update(1)
+                bar.set_postfix(self._postfix(metrics))
+                if self.schedule.save(self.iteration):
+                    self.save()
+            if not self._stop_requested:
+                self._evaluate()
+            self.save()
+        finally:
+            bar.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self.last_eval
+
+    def _request_stop(self, signum: int, _frame: Any) -> None:
+        logger.warning("signal %d received: finishing this phase, then writing a final checkpoint", signum)
+        self._stop_requested = True
+
+    def _iteration(self) -> dict[str, float]:
+        it = self.iteration
+        metrics: dict[str, float] = {}
+        if self.schedule.evaluate(it):
+            metrics.update(self._evaluate())
+        tic = time.perf_counter()
+        segments = self.collector.collect(train_iter=it)
+        self.buffer.push_game_segments(segments)
+        metrics.update(self.collector.last_stats.metrics())
+        metrics.update(self.policy.act_stats.pop_metrics())
+        metrics['perf/collect_seconds'] = time.perf_counter() - tic
+        metrics['buffer/transitions'] = float(self.buffer.get_num_of_transitions())
+        if self.buffer.get_num_of_transitions() >= self.schedule.cfg.min_buffer_transitions:
+            metrics.update(self._train(it))
+        self.iteration += 1
+        metrics['counters/env_steps'] = float(self.collector.envstep)
+        metrics['counters/iteration'] = float(self.iteration)
+        metrics['llm/weights_version'] = float(self.policy.weights_version)
+        self.metrics.log(metrics, self.collector.envstep)
+        return metrics
+
+    def _train(self, it: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.schedule.train_world_model(it):
+            tic = time.perf_counter()
+            steps = [self.policy.train_world_model(self.buffer) for _ in range(self.schedule.cfg.wm_updates_per_iter)]
+            self.policy.after_training_burst()
+            metrics.update(_mean_metrics(steps))
+            metrics['perf/wm_train_steps_per_s'] = len(steps) / (time.perf_counter() - tic)
+        if self.cfg.policy.llm.enable and self.cfg.policy.llm.train and self.schedule.train_llm(it):
+            tic = time.perf_counter()
+            steps = [self.policy.train_llm(self.buffer) for _ in range(self.schedule.cfg.llm_updates_per_iter)]
+            metrics.update(_mean_metrics(steps))
+            samples = sum(s.get('llm/samples', 0.0) for s in steps)
+            metrics['perf/llm_train_samples_per_s'] = samples / (time.perf_counter() - tic)
+        for source, alias in TRAIN_ALIASES.items():
+            if source in metrics:
+                metrics[alias] = metrics[source]
+        return metrics
+
+    def _evaluate(self) -> dict[str, float]:
+        _, info = self.evaluator.eval(train_iter=self.iteration, envstep=self.collector.envstep)
+        metrics = {k: v for k, v in info.items() if isinstance(v, float)}
+        self.last_eval = metrics
+        self.metrics.log(metrics, self.collector.envstep)
+        return metrics
+
+    def _postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        shown = {"eval": self.last_eval.get("evals/reward_mean"), "wm_loss": metrics.get("wm/total_loss"),
+                 "llm_v": metrics.get("llm/weights_version"), "sps": metrics.get("perf/collect_env_steps_per_s"),
+                 "steps": metrics.get("counters/env_steps")}
+        return {k: f"{v:.3g}" for k, v in shown.items() if v is not None}
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return dict(
+            iteration=self.iteration,
+            env_steps=self.collector.envstep,
+            episodes=self.collector.total_episodes,
+            policy=self.policy.learn_mode.state_dict(),
+            policy_rngs=self.policy.rng_state(),
+            rng=capture_rng_state(),
+            buffer=self.buffer.state_dict() if self.schedule.cfg.save_buffer else None,
+            last_eval=self.last_eval,
+        )
+
+    def save(self) -> Path:
+        path = self.checkpoints.save(self.state_dict(), self.iteration, self.fingerprint)
+        if self.schedule.cfg.export_llm and self.cfg.policy.llm.enable and self.cfg.policy.llm.train:
+            self.policy.export_llm(self.exp_dir / "llm_hf")
+        return path
+
+    def _resume(self, resume: str) -> None:
+        if resume == "auto":
+            found = self.checkpoints.load_latest(self.fingerprint)
+            if found is None:
+                logger.info("--resume auto: no checkpoint in %s, starting fresh", self.checkpoints.directory)
+                return
+            state, path = found
+        else:
+            path = Path(resume)
+            state = self.checkpoints.load(path, self.fingerprint)
+        self.policy.learn_mode.load_state_dict(state['policy'])
+        self.policy.load_rng_state(state['policy_rngs'])
+        restore_rng_state(state['rng'])
+        if state['buffer'] is not None:
+            self.buffer.load_state_dict(state['buffer'])
+        self.iteration = int(state['iteration'])
+        self.collector.envstep = int(state['env_steps'])
+        self.collector.total_episodes = int(state['episodes'])
+        self.last_eval = dict(state['last_eval'])
+        logger.info("resumed from %s at iteration %d (%d env steps)", path, self.iteration, self.collector.envstep)
+
+    def close(self) -> None:
+        self.collector.close()
+        self.evaluator.close()
+        self.metrics.close()
+
+
+def _mean_metrics(steps: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for s in steps for k in s}
+    return {k: float(np.mean([s[k] for s in steps if k in s])) for k in keys}

@@ -1,0 +1,457 @@
+"""The PriorZero policy: a UniZero world model searched by our batched MCTS, with an LLM prior at the root.
+
+One object owns every learned part, so checkpoints and the DI-engine registries see one policy:
+
+* world model: :class:`~lzero_ext.policy.world_model.TextUniZeroModel`, trained by
+  :class:`~lzero_ext.policy.wm_learner.WorldModelLearner` (UniZero's losses, policy head toward the visit counts);
+* search: :class:`~lzero_ext.mcts.search.BatchedMCTS` over :class:`~lzero_ext.mcts.unizero_adapter.UniZeroSearchModel`,
+  root prior mixed by :class:`~lzero_ext.mcts.root_prior.RootPriorMixer` (modes wm / llm / fixed / adaptive);
+* LLM: one :class:`~lzero_ext.llm.trainer.LLMTrainer` owns the weights; the prior backend shares them (transformers)
+  or receives them after each update (vLLM), tagged with the trainer's weights version.
+
+Acting (collect and eval) is one batched step over all envs: world-model root inference, one LLM prior call for all
+envs, mixing, one search, action selection. Learning is two explicit calls, :meth:`train_world_model` and
+:meth:`train_llm`, so schedules decide their frequencies; ``_forward_learn`` (DI-engine's learner entry) runs both.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from ding.policy import Policy
+from ding.policy.command_mode_policy_instance import DummyCommandModePolicy
+from ding.utils import POLICY_REGISTRY
+from easydict import EasyDict
+
+from lzero_ext.buffer.game_buffer import PriorZeroGameBuffer, WorldModelBatch
+from lzero_ext.buffer.game_segment import StepDecision, StepObservation
+from lzero_ext.llm.prior import LLMPrior, TransformersPrior, build_prior
+from lzero_ext.llm.trainer import LLMTrainer
+from lzero_ext.llm.types import LLMSample, PriorRequest, Turn
+from lzero_ext.mcts.root_prior import RootPriorMixer
+from lzero_ext.mcts.search import BatchedMCTS, SearchConfig, SearchOutput, select_action
+from lzero_ext.mcts.unizero_adapter import UniZeroSearchModel
+from lzero_ext.policy.wm_learner import WorldModelLearner
+from lzero_ext.policy.world_model import TextUniZeroModel, build_world_model
+
+logger = logging.getLogger(__name__)
+
+# Keys the LLM prior and trainer must agree on, or PPO ratios and SFT targets refer to different distributions.
+SHARED_LLM_KEYS = ("model_path", "temperature", "length_normalize", "append_eos", "max_prompt_tokens",
+                   "history_turns", "system_prompt")
+EVAL_MODES = ("mcts", "llm_only", "wm_only")
+MONITOR_VARS_LEARN = (
+    "wm/total_loss", "wm/obs_loss", "wm/reward_loss", "wm/value_loss", "wm/policy_loss", "wm/grad_norm",
+    "llm/sft_loss", "llm/rl_loss", "llm/kl", "llm/total_loss", "llm/clip_frac", "llm/grad_norm", "llm/version",
+)
+
+
+@dataclass
+class ActOutput:
+    """One env's decision plus search statistics (what the collector stores and logs)."""
+
+    decision: StepDecision
+    predicted_value: float
+    llm_weight: float  # weight the LLM got in the root prior (0 in wm mode)
+
+
+@dataclass
+class ActStats:
+    """Throughput counters of acting, read and reset by the training loop once per iteration."""
+
+    prior_states: int = 0
+    prior_seconds: float = 0.0
+    searches: int = 0
+    simulations: int = 0
+    search_seconds: float = 0.0
+    tree_seconds: float = 0.0
+
+    def pop_metrics(self) -> dict[str, float]:
+        metrics = {}
+        if self.prior_states:
+            metrics['perf/prior_states_per_s'] = self.prior_states / max(self.prior_seconds, 1e-9)
+        if self.simulations:
+            metrics['perf/mcts_simulations_per_s'] = self.simulations / max(self.search_seconds, 1e-9)
+            metrics['perf/mcts_tree_fraction'] = self.tree_seconds / max(self.search_seconds, 1e-9)
+        self.__init__()
+        return metrics
+
+
+@dataclass
+class TrainData:
+    """What DI-engine's serial pipeline hands to ``_forward_learn``: a world-model batch and LLM samples."""
+
+    world_model: WorldModelBatch
+    llm: list[LLMSample]
+
+
+@POLICY_REGISTRY.register('priorzero')
+class PriorZeroPolicy(Policy):
+    """LLM-prior MCTS over a text UniZero world model; see the module docstring."""
+
+    config = dict(
+        # (str) Registry name.
+        type='priorzero',
+        # (str) Device of the world model and search: 'cpu', 'cuda' or 'auto' (cuda when available).
+        device='cpu',
+        # (dict) World model (TextUniZeroModel.config).
+        model=TextUniZeroModel.config,
+        # (dict) Search (SearchConfig fields).
+        mcts=dataclasses.asdict(SearchConfig()),
+        # (dict) Root prior mixing (RootPriorMixer.config).
+        root_prior=RootPriorMixer.config,
+        # (int) Searches between clearing the world model's KV caches (bounds memory; UniZero uses 200).
+        kv_cache_clear_interval=200,
+        llm=dict(
+            # (bool) Use the LLM prior at all; False gives world-model-only PriorZero (root_prior.mode must be 'wm').
+            enable=True,
+            # (bool) Train the LLM (SFT + RL); False keeps the prior frozen.
+            train=True,
+            # (dict) Prior backend (LLMPrior.config).
+            prior=LLMPrior.config,
+            # (dict) Trainer (LLMTrainer.config).
+            trainer=LLMTrainer.config,
+        ),
+        learn=dict(
+            # (int) World-model batch size (windows per update).
+            batch_size=64,
+            # (int) LLM samples per LLM update.
+            llm_batch_size=16,
+            # (bool) Bootstrap value targets and LLM advantages from the world model's target network
+            # (UniZero-style) instead of the stored MCTS root values.
+            use_target_model_values=True,
+            # (dict) World-model learner (WorldModelLearner.config).
+            wm=WorldModelLearner.config,
+        ),
+        collect=dict(
+            # (float) Visit-count temperature for action sampling in collect.
+            temperature=1.0,
+            # (int) Seed of the collect-side RNG (noise, action sampling); eval uses seed + 1.
+            seed=0,
+        ),
+        eval=dict(
+            # (str) Default eval mode: 'mcts' (full PriorZero), 'llm_only' (argmax of the prior), 'wm_only'.
+            mode='mcts',
+        ),
+        other=dict(
+            # (dict) Replay buffer (PriorZeroGameBuffer.config).
+            replay_buffer=PriorZeroGameBuffer.config,
+        ),
+    )
+
+    def default_model(self) -> tuple[str, list[str]]:
+        return 'TextUniZeroModel', ['lzero_ext.policy.world_model']
+
+    def _create_model(self, cfg: EasyDict, model: torch.nn.Module | None = None) -> torch.nn.Module:
+        """Build the text world model ourselves: its config is not a MODEL_REGISTRY kwargs dict."""
+        if model is not None:
+            return model
+        model_cfg = copy.deepcopy(cfg.model)
+        model_cfg.pop('type', None)
+        model_cfg.pop('import_names', None)
+        model_cfg.device = self._resolve_device(cfg.device)
+        return build_world_model(model_cfg)
+
+    @staticmethod
+    def _resolve_device(device: str) -> str:
+        if device == 'auto':
+            return 'cuda' if torch.cuda.is_available() else 'cpu'
+        if device.startswith('cuda') and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was requested but CUDA is not available on this machine")
+        if not (device == 'cpu' or device.startswith('cuda')):
+            raise ValueError(f"device must be 'cpu', 'cuda[:i]' or 'auto', got {device!r}")
+        return device
+
+    # ------------------------------------------------------------------ init
+    def __init__(self, cfg: EasyDict, model: torch.nn.Module | None = None,
+                 enable_field: list[str] | None = None) -> None:
+        self._cfg = cfg
+        self._validate()
+        self._llm_trainer: LLMTrainer | None = None
+        self._llm_prior: LLMPrior | None = None
+        self._mcts: BatchedMCTS | None = None
+        super().__init__(cfg, model, enable_field)
+
+    def _init_learn(self) -> None:
+        self._batch_size = self._cfg.learn.batch_size
+        self._priority = False
+        self._wm_learner = WorldModelLearner(self._model, self._cfg.learn.wm)
+        self._llm_trainer = LLMTrainer(self._cfg.llm.trainer) if self._llm_trains else None
+        self._ensure_prior()
+
+    def _init_collect(self) -> None:
+        self._search_model = UniZeroSearchModel(self._model)
+        self._mcts = BatchedMCTS(SearchConfig.from_dict(self._cfg.mcts))
+        self._mixer = RootPriorMixer(self._cfg.root_prior)
+        self._contexts: dict[str, dict[int, tuple[np.ndarray, int]]] = {'collect': {}, 'eval': {}}
+        self._rngs = {'collect': np.random.default_rng(self._cfg.collect.seed),
+                      'eval': np.random.default_rng(self._cfg.collect.seed + 1)}
+        self._searches = 0
+        self.act_stats = ActStats()
+        self._ensure_prior()
+
+    def _init_eval(self) -> None:
+        if self._mcts is None:  # eval-only policy
+            self._init_collect()
+
+    @property
+    def _llm_trains(self) -> bool:
+        return bool(self._cfg.llm.enable and self._cfg.llm.train)
+
+    def _ensure_prior(self) -> None:
+        """Create the prior once; with the transformers backend it shares the trainer's model (one weights owner)."""
+        if self._llm_prior is not None or not self._cfg.llm.enable:
+            return
+        trainer = self._llm_trainer
+        if trainer is not None and self._cfg.llm.prior.backend == 'transformers':
+            self._llm_prior = TransformersPrior.from_trainer(trainer, self._cfg.llm.prior)
+        else:
+            self._llm_prior = build_prior(self._cfg.llm.prior)
+            if trainer is not None:
+                trainer.attach_prior(self._llm_prior)
+
+    def _validate(self) -> None:
+        cfg = self._cfg
+        if cfg.llm.enable:
+            for key in SHARED_LLM_KEYS:
+                if cfg.llm.prior[key] != cfg.llm.trainer[key]:
+                    raise ValueError(
+                        f"policy.llm.prior.{key}={cfg.llm.prior[key]!r} differs from policy.llm.trainer.{key}="
+                        f"{cfg.llm.trainer[key]!r}; they must match (set both, or use get_priorzero_config)"
+                    )
+        elif cfg.root_prior.mode != 'wm':
+            raise ValueError(f"policy.llm.enable=False needs policy.root_prior.mode='wm', got {cfg.root_prior.mode!r}")
+        if cfg.model.num_simulations < cfg.mcts.num_simulations:
+            raise ValueError(
+                f"policy.model.num_simulations={cfg.model.num_simulations} sizes the world model's search caches and "
+                f"must be >= policy.mcts.num_simulations={cfg.mcts.num_simulations}"
+            )
+        if cfg.eval.mode not in EVAL_MODES:
+            raise ValueError(f"policy.eval.mode must be one of {EVAL_MODES}, got {cfg.eval.mode!r}")
+
+    # ------------------------------------------------------------------ acting
+    @property
+    def llm_prior(self) -> LLMPrior | None:
+        return self._llm_prior
+
+    def prior_requests(self, observations: Sequence[StepObservation], histories: Sequence[list[Turn]]) -> list[PriorRequest]:
+        return [PriorRequest(history=list(h), observation=o.raw_text, candidates=list(o.valid_actions))
+                for o, h in zip(observations, histories)]
+
+    def score_prior(
+        self, observations: Sequence[StepObservation], histories: Sequence[list[Turn]]
+    ) -> tuple[np.ndarray, list[np.ndarray], int]:
+        """One batched prior call for all envs: ``[B, A]`` log-probs (-inf outside the candidates), per-env lists."""
+        num_actions = self._cfg.model.action_space_size
+        padded = np.full((len(observations), num_actions), -np.inf, dtype=np.float32)
+        if self._llm_prior is None:
+            return padded, [np.zeros(0, dtype=np.float32)] * len(observations), -1
+        tic = time.perf_counter()
+        results = self._llm_prior.score(self.prior_requests(observations, histories))
+        self.act_stats.prior_seconds += time.perf_counter() - tic
+        self.act_stats.prior_states += len(results)
+        for row, result in enumerate(results):
+            padded[row, :len(result.logprobs)] = result.logprobs[:num_actions]
+        return padded, [r.logprobs for r in results], results[0].version if results else -1
+
+    def act(
+        self,
+        env_ids: Sequence[int],
+        observations: Sequence[StepObservation],
+        histories: Sequence[list[Turn]],
+        mode: str,
+        eval_mode: str = 'mcts',
+    ) -> list[ActOutput]:
+        """Decide one action for each env (``mode`` 'collect' samples with noise; 'eval' is greedy, no noise)."""
+        if eval_mode not in EVAL_MODES:
+            raise ValueError(f"eval_mode must be one of {EVAL_MODES}, got {eval_mode!r}")
+        legal = np.stack([o.action_mask.astype(bool) for o in observations])
+        use_llm = self._llm_prior is not None and eval_mode != 'wm_only'
+        llm_padded, llm_lists, version = (
+            self.score_prior(observations, histories) if use_llm
+            else (None, [np.zeros(0, dtype=np.float32)] * len(observations), -1)
+        )
+        rng = self._rngs[mode]
+        if eval_mode == 'llm_only':
+            actions = np.where(legal, llm_padded, -np.inf).argmax(axis=1)
+            search = None
+        else:
+            search = self._search(env_ids, observations, legal, llm_padded, mode, eval_mode, rng)
+            actions = select_action(search.output.visit_counts, self._cfg.collect.temperature,
+                                    deterministic=(mode == 'eval'), rng=rng, legal_mask=legal)
+        context = self._contexts[mode]
+        for env_id, obs, action in zip(env_ids, observations, actions):
+            context[env_id] = (obs.tokens, int(action))
+        return [self._act_output(i, int(a), observations[i], llm_lists[i], version, search)
+                for i, a in enumerate(actions)]
+
+    @dataclass
+    class _Search:
+        output: SearchOutput
+        llm_weight: np.ndarray
+
+    def _search(self, env_ids, observations, legal, llm_padded, mode, eval_mode, rng) -> "_Search":
+        device = self._search_model.device
+        obs = torch.as_tensor(np.stack([o.tokens for o in observations]), dtype=torch.long, device=device)
+        context = self._contexts[mode]
+        known = [env_id in context for env_id in env_ids]
+        last_obs = last_actions = None
+        if any(known):
+            last_obs = torch.as_tensor(
+                np.stack([context[e][0] if e in context else o.tokens for e, o in zip(env_ids, observations)]),
+                dtype=torch.long, device=device,
+            )
+            last_actions = np.asarray([context[e][1] if e in context else -1 for e in env_ids], dtype=np.int64)
+        timesteps = np.asarray([o.timestep for o in observations], dtype=np.int64)
+        self._maybe_clear_caches()
+        root = self._search_model.initial_inference(obs, last_obs, last_actions, timesteps)
+        mix_mode = 'wm' if eval_mode == 'wm_only' or self._llm_prior is None else None
+        mixed = self._mixer.mix(root.policy_logits, llm_padded, legal, mode=mix_mode)
+        tic = time.perf_counter()
+        output = self._mcts.search(self._search_model, root.to_root_input(mixed.logits, legal),
+                                   add_noise=(mode == 'collect'), rng=rng)
+        stats = self.act_stats
+        stats.search_seconds += time.perf_counter() - tic
+        stats.tree_seconds += output.tree_seconds
+        stats.searches += 1
+        stats.simulations += len(env_ids) * self._mcts.cfg.num_simulations
+        return self._Search(output=output, llm_weight=mixed.llm_weight)
+
+    def _maybe_clear_caches(self) -> None:
+        self._searches += 1
+        if self._searches % self._cfg.kv_cache_clear_interval == 0:
+            self._search_model.clear_caches()
+
+    def _act_output(self, row: int, action: int, obs: StepObservation, llm_logprobs: np.ndarray, version: int,
+                    search: "_Search | None") -> ActOutput:
+        num_actions = self._cfg.model.action_space_size
+        if search is None:  # llm_only: the prior itself is the policy target
+            visits = np.zeros(num_actions, dtype=np.float32)
+            visits[:len(llm_logprobs)] = np.exp(llm_logprobs[:num_actions])
+            root_value = predicted = float('nan')
+            llm_weight = 1.0
+        else:
+            visits = search.output.visit_distribution[row]
+            root_value = float(search.output.root_value[row])
+            predicted = float(search.output.predicted_value[row])
+            llm_weight = float(search.llm_weight[row])
+        candidates = obs.valid_actions
+        behaviour = float(llm_logprobs[action]) if action < len(llm_logprobs) else float('nan')
+        decision = StepDecision(
+            action=action,
+            executed_action=candidates[action] if action < len(candidates) else '',
+            visit_distribution=np.asarray(visits, dtype=np.float32),
+            root_value=root_value,
+            prior_logprobs=llm_logprobs if len(llm_logprobs) else None,
+            prior_version=version,
+            behaviour_logprob=behaviour,
+        )
+        return ActOutput(decision=decision, predicted_value=predicted, llm_weight=llm_weight)
+
+    def reset_contexts(self, mode: str, env_ids: Sequence[int] | None = None) -> None:
+        """Forget the search context of envs that start a new episode (all envs when ``env_ids`` is None)."""
+        if env_ids is None:
+            self._contexts[mode].clear()
+            self._search_model.clear_caches()
+            return
+        for env_id in env_ids:
+            self._contexts[mode].pop(env_id, None)
+
+    # ------------------------------------------------------------------ learning
+    def train_world_model(self, buffer: PriorZeroGameBuffer) -> dict[str, float]:
+        target_fn = self._wm_learner.target_value_fn if self._cfg.learn.use_target_model_values else None
+        batch = buffer.sample_world_model_batch(self._cfg.learn.batch_size, target_fn)
+        return self._wm_learner.train_step(batch)
+
+    def train_llm(self, buffer: PriorZeroGameBuffer) -> dict[str, float]:
+        """One LLM update (SFT toward visit counts + RL on advantages); the prior sees the new weights after it."""
+        if self._llm_trainer is None:
+            return {}
+        advantage_fn = self._wm_learner.advantage_fn if self._cfg.learn.use_target_model_values else None
+        samples = buffer.sample_llm_batch(self._cfg.learn.llm_batch_size, advantage_fn)
+        return self._llm_trainer.train_step(samples)
+
+    def after_training_burst(self) -> None:
+        """Refresh the world model's inference caches after its weights changed (as UniZero does)."""
+        self._wm_learner.after_training_burst()
+
+    def _forward_learn(self, data: TrainData) -> dict[str, float]:
+        """DI-engine learner entry: one world-model update and, when LLM training is on, one LLM update."""
+        metrics = self._wm_learner.train_step(data.world_model)
+        if self._llm_trainer is not None and data.llm:
+            metrics.update(self._llm_trainer.train_step(data.llm))
+        self.after_training_burst()
+        return metrics
+
+    def _monitor_vars_learn(self) -> list[str]:
+        return list(MONITOR_VARS_LEARN)
+
+    @property
+    def weights_version(self) -> int:
+        return self._llm_prior.weights_version if self._llm_prior is not None else -1
+
+    def rng_state(self) -> dict[str, Any]:
+        return {mode: rng.bit_generator.state for mode, rng in self._rngs.items()}
+
+    def load_rng_state(self, state: Mapping[str, Any]) -> None:
+        for mode, rng_state in state.items():
+            self._rngs[mode].bit_generator.state = rng_state
+
+    def _state_dict_learn(self) -> dict[str, Any]:
+        return {
+            'world_model': self._wm_learner.state_dict(),
+            'llm': self._llm_trainer.state_dict() if self._llm_trainer is not None else None,
+        }
+
+    def _load_state_dict_learn(self, state: Mapping[str, Any]) -> None:
+        self._wm_learner.load_state_dict(state['world_model'])
+        if self._llm_trainer is not None:
+            if state['llm'] is None:
+                raise ValueError("checkpoint has no LLM trainer state but this config trains the LLM")
+            self._llm_trainer.load_state_dict(state['llm'])
+            if self._llm_prior is not None:
+                self._llm_prior.sync_from(self._llm_trainer)
+        self.after_training_burst()
+
+    def export_llm(self, out_dir) -> Any:
+        if self._llm_trainer is None:
+            raise ValueError("no LLM trainer: llm.enable and llm.train must be True to export the LLM")
+        return self._llm_trainer.export_hf(out_dir)
+
+    # DI-engine's generic collector/evaluator interfaces; PriorZero's own workers call ``act`` directly.
+    def _forward_collect(self, data: dict[int, Any], **kwargs) -> dict[int, Any]:
+        return self._forward_mode(data, 'collect', **kwargs)
+
+    def _forward_eval(self, data: dict[int, Any], **kwargs) -> dict[int, Any]:
+        return self._forward_mode(data, 'eval', **kwargs)
+
+    def _forward_mode(self, data: dict[int, Any], mode: str, histories: dict[int, list[Turn]] | None = None,
+                      eval_mode: str = 'mcts') -> dict[int, ActOutput]:
+        env_ids = sorted(data)
+        observations = [StepObservation.from_env_obs(data[e]) for e in env_ids]
+        hist = [list((histories or {}).get(e, [])) for e in env_ids]
+        outputs = self.act(env_ids, observations, hist, mode, eval_mode)
+        return dict(zip(env_ids, outputs))
+
+    def _reset_collect(self, data_id: list[int] | None = None) -> None:
+        self.reset_contexts('collect', data_id)
+
+    def _reset_eval(self, data_id: list[int] | None = None) -> None:
+        self.reset_contexts('eval', data_id)
+
+    def _process_transition(self, obs: Any, policy_output: Any, timestep: Any) -> dict:
+        raise NotImplementedError("PriorZero's collector builds game segments itself (lzero_ext.worker.collector)")
+
+    def _get_train_sample(self, data: list) -> list:
+        raise NotImplementedError("PriorZero's collector builds game segments itself (lzero_ext.worker.collector)")
+
+
+@POLICY_REGISTRY.register('priorzero_command')
+class PriorZeroCommandModePolicy(PriorZeroPolicy, DummyCommandModePolicy):
+    """The same policy with DI-engine's command mode, so ``ding -m serial`` can drive it."""

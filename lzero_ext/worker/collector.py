@@ -1,0 +1,193 @@
+"""PriorZero's collector: N envs stepped in lockstep, one batched policy call (prior + search) per step.
+
+Each step: gather every env's observation → one ``policy.forward`` (which makes ONE LLM prior call for all envs and
+ONE batched search) → step all envs → append to each env's :class:`~lzero_ext.buffer.game_segment.SegmentBuilder`.
+Completed (padded) segments are returned for the buffer. Episodes continue across ``collect`` calls, so long
+text-game episodes are not cut by the collection budget.
+
+Works with DI-engine's serial pipeline (registered as ``priorzero`` in SERIAL_COLLECTOR_REGISTRY): ``policy`` may be
+the full :class:`~lzero_ext.policy.priorzero_policy.PriorZeroPolicy` or its ``collect_mode``.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ding.utils import SERIAL_COLLECTOR_REGISTRY
+from easydict import EasyDict
+
+from lzero_ext.buffer.game_segment import PriorZeroGameSegment, SegmentBuilder, StepObservation
+from lzero_ext.llm.types import Turn
+from lzero_ext.utils.config import merge_strict
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _EnvState:
+    """Per-env bookkeeping between steps."""
+
+    builder: SegmentBuilder
+    history: deque  # of Turn: the last turns, for the LLM prompt
+    observation: StepObservation | None = None
+    episode_return: float = 0.0
+    episode_steps: int = 0
+
+
+@dataclass
+class CollectStats:
+    env_steps: int = 0
+    episodes: int = 0
+    seconds: float = 0.0
+    policy_seconds: float = 0.0
+    returns: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    dropped_episodes: int = 0
+
+    def metrics(self) -> dict[str, float]:
+        out = {
+            'collect/env_steps': float(self.env_steps),
+            'collect/episodes': float(self.episodes),
+            'perf/collect_env_steps_per_s': self.env_steps / max(self.seconds, 1e-9),
+            'perf/collect_policy_fraction': self.policy_seconds / max(self.seconds, 1e-9),
+        }
+        if self.returns:
+            out['collect/episode_return_mean'] = float(np.mean(self.returns))
+            out['collect/score_mean'] = float(np.mean(self.scores))
+        if self.dropped_episodes:
+            out['collect/dropped_episodes'] = float(self.dropped_episodes)
+        return out
+
+
+@SERIAL_COLLECTOR_REGISTRY.register('priorzero')
+class PriorZeroCollector:
+    """Collects game segments with the PriorZero policy (see the module docstring)."""
+
+    config = dict(
+        # (str) Registry name.
+        type='priorzero',
+        # (int) Env steps (summed over envs) per ``collect`` call.
+        n_steps=64,
+        # (int) Steps of a game segment (its own steps; the next segment's first steps are padded on).
+        segment_length=20,
+        # (int) Padding copied from the next segment: num_unroll_steps + td_steps of the buffer.
+        pad_length=15,
+        # (int) Past turns kept per env for the LLM prompt (the prompt builder may show fewer).
+        history_length=4,
+        # DI-engine fills these in compile_config; accepted, unused.
+        import_names=['lzero_ext.worker.collector'],
+        cfg_type=None,
+    )
+
+    @classmethod
+    def default_config(cls) -> EasyDict:
+        return EasyDict(copy.deepcopy(cls.config))
+
+    def __init__(self, cfg: dict | None = None, env: Any = None, policy: Any = None, tb_logger: Any = None,
+                 exp_name: str = 'default_experiment', instance_name: str = 'collector') -> None:
+        self._cfg = merge_strict(self.default_config(), dict(cfg or {}), where='collector')
+        self._env = env
+        self._policy = policy
+        self._tb_logger = tb_logger
+        self._exp_name, self._instance_name = exp_name, instance_name
+        self.envstep = 0
+        self.total_episodes = 0
+        self._states: dict[int, _EnvState] = {}
+        self._launched = False
+
+    @property
+    def num_envs(self) -> int:
+        return self._env.env_num
+
+    def reset(self) -> None:
+        """Restart every env and drop unfinished segments (used after loading a checkpoint without a buffer)."""
+        self._env.reset()
+        self._policy.reset(None)
+        self._states = {}
+        self._launched = True
+
+    def _state(self, env_id: int, observation: StepObservation) -> _EnvState:
+        if env_id not in self._states:
+            cfg = self._cfg
+            action_space = len(observation.action_mask)
+            self._states[env_id] = _EnvState(
+                builder=SegmentBuilder(action_space, cfg.segment_length, cfg.pad_length, cfg.history_length),
+                history=deque(maxlen=cfg.history_length),
+            )
+        return self._states[env_id]
+
+    def collect(self, n_steps: int | None = None, train_iter: int = 0,
+                policy_kwargs: dict | None = None) -> list[PriorZeroGameSegment]:
+        """Step the envs for ``n_steps`` env steps (default ``cfg.n_steps``); return the completed segments."""
+        if not self._launched:
+            self._env.launch()
+            self._launched = True
+        budget = self._cfg.n_steps if n_steps is None else n_steps
+        stats = CollectStats()
+        segments: list[PriorZeroGameSegment] = []
+        start = time.perf_counter()
+        while stats.env_steps < budget:
+            ready = self._env.ready_obs
+            env_ids = sorted(ready)
+            observations = {e: StepObservation.from_env_obs(ready[e]) for e in env_ids}
+            for env_id in env_ids:
+                state = self._state(env_id, observations[env_id])
+                if state.observation is None:  # episode start
+                    segments += state.builder.reset(observations[env_id])
+                    self._policy.reset([env_id])
+                state.observation = observations[env_id]
+            tic = time.perf_counter()
+            outputs = self._policy.forward(
+                {e: ready[e] for e in env_ids},
+                histories={e: list(self._states[e].history) for e in env_ids}, **(policy_kwargs or {}),
+            )
+            stats.policy_seconds += time.perf_counter() - tic
+            timesteps = self._env.step({e: outputs[e].decision.action for e in env_ids})
+            for env_id, timestep in timesteps.items():
+                segments += self._record(env_id, outputs[env_id].decision, timestep, stats)
+        stats.seconds = time.perf_counter() - start
+        self.envstep += stats.env_steps
+        self.total_episodes += stats.episodes
+        self.last_stats = stats
+        if self._tb_logger is not None:
+            for key, value in stats.metrics().items():
+                self._tb_logger.add_scalar(f'{self._instance_name}_iter/{key}', value, train_iter)
+        return segments
+
+    def _record(self, env_id: int, decision, timestep, stats: CollectStats) -> list[PriorZeroGameSegment]:
+        state = self._states[env_id]
+        info = timestep.info
+        if info.get('abnormal', False):  # the env manager restarted a failed env: drop the episode
+            logger.warning("env %d failed and was restarted; dropping its unfinished episode", env_id)
+            stats.dropped_episodes += 1
+            state.builder.flush()
+            self._end_episode(env_id)
+            return []
+        reward = float(np.asarray(timestep.reward).reshape(-1)[0])
+        next_obs = StepObservation.from_env_obs(timestep.obs)
+        state.history.append(Turn(observation=state.observation.raw_text, action=decision.executed_action,
+                                  reward=reward))
+        state.episode_return += reward
+        state.episode_steps += 1
+        stats.env_steps += 1
+        ready = state.builder.append(decision, reward, next_obs, bool(timestep.done))
+        if timestep.done:
+            stats.episodes += 1
+            stats.returns.append(state.episode_return)
+            stats.scores.append(float(info.get('score', state.episode_return)))
+            self._end_episode(env_id)
+        return ready
+
+    def _end_episode(self, env_id: int) -> None:
+        state = self._states[env_id]
+        state.observation = None
+        state.history.clear()
+        state.episode_return, state.episode_steps = 0.0, 0
+
+    def close(self) -> None:
+        self._env.close()

@@ -1,0 +1,190 @@
+"""PriorZero configs for Jericho games, in LightZero's zoo form.
+
+``get_priorzero_config(env_id=..., ...)`` returns ``(main_config, create_config)`` EasyDicts;
+``get_priorzero_debug_config`` is the quick-test variant (tiny sizes, minutes on a 2-core CPU). The module-level
+``main_config`` / ``create_config`` let other zoos import them and let DI-engine's CLI run this file::
+
+    ding -m serial -c zoo/jericho/priorzero/priorzero_config.py -s 0
+
+Every key has one default, in the component that reads it (``PriorZeroPolicy.config``, ``PriorZeroJerichoEnv.config``,
+...); this file only sets the values that differ and derives the values that must agree between components
+(action space, token length and vocabulary, env count, search size, LLM prompt settings). ``overrides`` are merged
+strictly: an unknown key raises ``KeyError`` naming the nearest valid key, and setting a derived key to a value
+that disagrees with its source raises ``ValueError`` saying where to set it.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Mapping
+
+from easydict import EasyDict
+
+from lzero_ext.buffer.game_buffer import PriorZeroGameBuffer
+from lzero_ext.entry.schedule import TrainSchedule
+from lzero_ext.policy.priorzero_policy import SHARED_LLM_KEYS, PriorZeroPolicy
+from lzero_ext.utils.config import deep_merge, merge_strict
+from lzero_ext.worker.collector import PriorZeroCollector
+from lzero_ext.worker.evaluator import PriorZeroEvaluator
+from zoo.jericho.priorzero.envs.jericho_env import PriorZeroJerichoEnv, load_tokenizer, resolve_game_path
+
+# ---------------------------------------------------------------- most frequently changed settings
+GAME = os.environ.get("PRIORZERO_GAME", "default")  # our own game; or a path such as ../shared/jericho-games/zork1.z5
+LLM_PATH = None  # None: the tiny default LLM built by the project; or a local HF dir (e.g. Qwen2.5-0.5B-Instruct)
+SEED = 0
+
+
+def create_config_for() -> EasyDict:
+    """The DI-engine create_config: registry names plus the modules that register them."""
+    return EasyDict(dict(
+        env=dict(type='priorzero_jericho', import_names=['zoo.jericho.priorzero.envs.jericho_env']),
+        env_manager=dict(type='base'),
+        policy=dict(type='priorzero', import_names=['lzero_ext.policy.priorzero_policy']),
+        collector=dict(type='priorzero', import_names=['lzero_ext.worker.collector']),
+        evaluator=dict(type='priorzero', import_names=['lzero_ext.worker.evaluator']),
+        replay_buffer=dict(type='game_buffer_priorzero', import_names=['lzero_ext.buffer.game_buffer']),
+    ))
+
+
+def default_main_config() -> EasyDict:
+    """Every valid key of ``main_config`` with its default (the schema ``overrides`` are checked against)."""
+    policy = PriorZeroPolicy.default_config()
+    policy = EasyDict({k: v for k, v in policy.items() if k != 'cfg_type'})
+    policy.learn.update_per_collect = 4  # (int) DI-engine serial pipeline: updates per collect
+    policy.collect.collector = PriorZeroCollector.default_config()
+    policy.eval.evaluator = PriorZeroEvaluator.default_config()
+    return EasyDict(dict(
+        exp_name='data_priorzero/priorzero',
+        seed=SEED,
+        env=PriorZeroJerichoEnv.default_config(),
+        policy=policy,
+        train=TrainSchedule.default_config(),
+    ))
+
+
+# Sizes for a run that learns on our default game on a CPU in minutes, and grows to a GPU run by overrides.
+_FULL = dict(
+    env=dict(max_steps=50, action_space_size=20, max_seq_len=256, collector_env_num=4, evaluator_env_num=2,
+             n_evaluator_episode=2),
+    policy=dict(
+        device='auto',
+        model=dict(embed_dim=256, num_layers=2, num_heads=8, num_unroll_steps=10, infer_context_length=4),
+        mcts=dict(num_simulations=25),
+        root_prior=dict(mode='adaptive'),
+        llm=dict(prior=dict(device='auto', max_prompt_tokens=1024, history_turns=4),
+                 trainer=dict(device='auto', lr=1e-5)),
+        learn=dict(batch_size=64, llm_batch_size=16),
+        collect=dict(collector=dict(n_steps=64, segment_length=20)),
+        eval=dict(evaluator=dict(n_episode=2)),
+        other=dict(replay_buffer=dict(num_unroll_steps=10, td_steps=5)),
+    ),
+    train=dict(max_iter=1000, wm_train_freq=1, llm_train_freq=5, wm_updates_per_iter=8, llm_updates_per_iter=1,
+               eval_freq=20, save_freq=20),
+)
+
+_DEBUG = dict(
+    env=dict(max_steps=30, action_space_size=12, max_seq_len=96, collector_env_num=2, evaluator_env_num=2,
+             n_evaluator_episode=2),
+    policy=dict(
+        device='cpu',
+        model=dict(embed_dim=64, num_layers=1, num_heads=2, group_size=8, num_unroll_steps=5,
+                   infer_context_length=2, support_scale=20, encoder=dict(hidden_dim=64, num_layers=1, num_heads=2)),
+        mcts=dict(num_simulations=12),
+        root_prior=dict(mode='adaptive'),
+        llm=dict(prior=dict(device='cpu', max_prompt_tokens=384, history_turns=2, micro_batch_states=8),
+                 trainer=dict(device='cpu', lr=3e-4, micro_batch_size=8, lr_schedule='constant', kl_coef=0.01)),
+        learn=dict(batch_size=16, llm_batch_size=8, wm=dict(learning_rate=1e-3)),
+        collect=dict(collector=dict(n_steps=32, segment_length=12)),
+        eval=dict(evaluator=dict(n_episode=2)),
+        other=dict(replay_buffer=dict(num_unroll_steps=5, td_steps=3)),
+    ),
+    train=dict(max_iter=12, wm_train_freq=1, llm_train_freq=2, wm_updates_per_iter=4, llm_updates_per_iter=2,
+               eval_freq=4, save_freq=4),
+)
+
+
+def _derive(cfg: EasyDict, user: Mapping[str, Any]) -> EasyDict:
+    """Fill the values that must agree between components; refuse user values that contradict them."""
+    env, policy = cfg.env, cfg.policy
+    tokenizer = load_tokenizer(env.tokenizer_path)
+    buffer = policy.other.replay_buffer
+    derived = {
+        ('policy', 'model', 'vocab_size'): len(tokenizer),
+        ('policy', 'model', 'pad_token_id'): int(tokenizer.pad_token_id or 0),
+        ('policy', 'model', 'max_seq_len'): env.max_seq_len,
+        ('policy', 'model', 'action_space_size'): env.action_space_size,
+        ('policy', 'model', 'env_num'): max(env.collector_env_num, env.evaluator_env_num),
+        ('policy', 'model', 'num_simulations'): policy.mcts.num_simulations,
+        ('policy', 'model', 'num_unroll_steps'): buffer.num_unroll_steps,
+        ('policy', 'model', 'device'): policy.device,
+        ('policy', 'other', 'replay_buffer', 'action_space_size'): env.action_space_size,
+        ('policy', 'other', 'replay_buffer', 'seed'): cfg.seed,
+        ('policy', 'collect', 'seed'): cfg.seed,
+        ('policy', 'collect', 'collector', 'pad_length'): buffer.num_unroll_steps + buffer.td_steps,
+        ('policy', 'collect', 'collector', 'history_length'): policy.llm.prior.history_turns,
+        ('policy', 'eval', 'evaluator', 'history_length'): policy.llm.prior.history_turns,
+        ('policy', 'eval', 'evaluator', 'n_episode'): env.n_evaluator_episode,
+        ('policy', 'eval', 'evaluator', 'max_train_iter'): cfg.train.max_iter,
+        ('policy', 'eval', 'evaluator', 'eval_freq'): cfg.train.eval_freq,
+        ('policy', 'cuda'): policy.device.startswith('cuda') or policy.device == 'auto',
+    }
+    for key in SHARED_LLM_KEYS:  # the trainer must score prompts exactly as the prior does
+        derived[('policy', 'llm', 'trainer', key)] = policy.llm.prior[key]
+    for path, value in derived.items():
+        _set_derived(cfg, user, path, value)
+    return cfg
+
+
+def _set_derived(cfg: EasyDict, user: Mapping[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node, given = cfg, user
+    for key in path[:-1]:
+        node = node[key]
+        given = given.get(key, {}) if isinstance(given, Mapping) else {}
+    leaf = path[-1]
+    if isinstance(given, Mapping) and leaf in given and given[leaf] != value:
+        raise ValueError(
+            f"{'.'.join(path)}={given[leaf]!r} contradicts the value derived from the rest of the config ({value!r}); "
+            f"it is computed by get_priorzero_config, set its source instead (see _derive in priorzero_config.py)"
+        )
+    node[leaf] = value
+
+
+def get_priorzero_config(
+    env_id: str | None = None,
+    seed: int = SEED,
+    exp_name: str | None = None,
+    llm_path: str | None = LLM_PATH,
+    device: str | None = None,
+    debug: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[EasyDict, EasyDict]:
+    """Build ``(main_config, create_config)`` for game ``env_id`` (a story-file path, or None/'default')."""
+    game = GAME if env_id is None else env_id
+    preset = _DEBUG if debug else _FULL
+    flags: dict[str, Any] = dict(seed=seed, env=dict(game_path=game))
+    if llm_path is not None:
+        flags['policy'] = dict(llm=dict(prior=dict(model_path=str(llm_path))))
+    if device is not None:
+        flags = deep_merge(flags, dict(policy=dict(device=device, llm=dict(prior=dict(device=device),
+                                                                          trainer=dict(device=device)))))
+    user = deep_merge(deep_merge(preset, flags), overrides or {})
+    cfg = merge_strict(default_main_config(), user, where='main_config',
+                       open_keys=('env.manager',))
+    name = exp_name or f"data_priorzero/{resolve_game_path(game).stem}__priorzero{'_debug' if debug else ''}__seed{seed}"
+    cfg.exp_name = name
+    return _derive(cfg, user), create_config_for()
+
+
+def get_priorzero_debug_config(env_id: str | None = None, seed: int = SEED, **kwargs: Any) -> tuple[EasyDict, EasyDict]:
+    """The quick-test variant: tiny world model and search, a short schedule; minutes on a 2-core CPU."""
+    return get_priorzero_config(env_id=env_id, seed=seed, debug=True, **kwargs)
+
+
+# Module-level configs for `ding -m serial -c this_file.py` and for other zoos to import (debug sizes when
+# DEBUG_MODE=True is set in the environment).
+main_config, create_config = get_priorzero_config(debug=os.environ.get("DEBUG_MODE", "").lower() in ("1", "true"))
+
+if __name__ == "__main__":
+    from zoo.jericho.priorzero.priorzero_orz_entry import main
+
+    main()

@@ -1,0 +1,58 @@
+"""The main job: ``python -m zoo.jericho.priorzero.priorzero_orz_entry`` (``DEBUG_MODE=True`` for a quick run).
+
+Runs the hybrid loop of the design document on a Jericho game: evaluate every ``eval_freq`` iterations; collect
+with LLM-prior MCTS; train the world model every ``wm_train_freq`` iterations and the LLM (SFT + RL) every
+``llm_train_freq``; sync the new weights to the prior's backend; log to TensorBoard; checkpoint. Defaults: our own
+game and the tiny LLM the project builds, so it runs offline out of the box.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from lzero_ext.entry.hybrid_loop import HybridTrainer
+from zoo.jericho.priorzero.priorzero_config import get_priorzero_config
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env-id", default=None, help="Jericho story file (path) or 'default' for our own game")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-iter", type=int, default=None, help="iterations to run (overrides the config)")
+    parser.add_argument("--llm-path", default=None, help="local Hugging Face causal-LM directory (default: tiny LLM)")
+    parser.add_argument("--device", default=None, help="'cpu', 'cuda[:i]' or 'auto' for world model and LLM")
+    parser.add_argument("--exp-name", default=None, help="experiment directory (logs, checkpoints)")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None,
+                        help="continue from a checkpoint: a file, or 'auto' (newest complete one in the exp dir)")
+    parser.add_argument("--debug", action="store_true", help="quick-test config (same as DEBUG_MODE=True)")
+    parser.add_argument("--config-override", default=None,
+                        help="JSON dict merged (strictly) into main_config, e.g. '{\"policy\": {\"mcts\": "
+                             "{\"num_simulations\": 50}}}'")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv)
+    logging.basicConfig(level=os.environ.get("PRIORZERO_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    debug = args.debug or os.environ.get("DEBUG_MODE", "").lower() in ("1", "true")
+    overrides = json.loads(args.config_override) if args.config_override else {}
+    if args.max_iter is not None:
+        overrides.setdefault("train", {})["max_iter"] = args.max_iter
+    cfg, create_cfg = get_priorzero_config(env_id=args.env_id, seed=args.seed, exp_name=args.exp_name,
+                                           llm_path=args.llm_path, device=args.device, debug=debug,
+                                           overrides=overrides)
+    trainer = HybridTrainer(cfg, create_cfg, resume=args.resume)
+    try:
+        result = trainer.run()
+    finally:
+        trainer.close()
+    print(json.dumps({k: round(v, 4) for k, v in result.items()}, indent=1), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)
