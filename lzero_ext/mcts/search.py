@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 Latents = Any  # np.ndarray or torch.Tensor of shape [B, ...]; the search only stores and indexes them
 
-_TIE_EPSILON = 1e-6  # LightZero treats scores within 1e-6 of the best as tied
+_TIE_EPSILON = 1e-7  # random tie-breaking jitter; LightZero treats scores within 1e-6 of the best as tied
 
 
 @dataclass
@@ -52,7 +53,7 @@ class SearchConfig:
     value_delta_max: float = 0.01  # (float) smallest Q range used by the min-max normalisation
     root_dirichlet_alpha: float = 0.3  # (float) concentration of the Dirichlet noise at the root (collect only)
     root_noise_weight: float = 0.25  # (float) fraction of the root prior replaced by that noise
-    tie_break: str = "random"  # (str) 'random': uniform among scores within 1e-6 of the best (LightZero); 'first': lowest index
+    tie_break: str = "random"  # (str) 'random': exact ties broken uniformly at random (LightZero); 'first': lowest index
     inner_action_mask: str = "all"  # (str) actions allowed below the root: 'all' (LightZero) or 'root' (the root's legal mask)
 
     def __post_init__(self) -> None:
@@ -174,24 +175,38 @@ def dirichlet_noise(legal_mask: np.ndarray, alpha: float, rng: np.random.Generat
 
 
 class _Trees:
-    """Preallocated statistics of B trees; edge ``(b, node, action)`` holds the child's statistics."""
+    """Preallocated statistics of B trees; edge ``(b, node, action)`` holds the child's statistics.
+
+    Edge statistics live in one float array ``stats[row, channel, action]`` with ``row = b * num_nodes + node`` and
+    channels (visits, value_sum, reward, prior), so selection gathers a node's children with one fancy index. The
+    flat view has one extra scratch slot that masked-out scatters write to harmlessly.
+    """
+
+    VISITS, VALUE_SUM, REWARD, PRIOR = range(4)
 
     def __init__(self, batch: int, num_nodes: int, num_actions: int) -> None:
-        shape = (batch * num_nodes, num_actions)  # rows are (root, node) pairs: row = b * num_nodes + node
         self.batch, self.num_nodes, self.num_actions = batch, num_nodes, num_actions
-        self.visits = np.zeros(shape, dtype=np.int64)
-        self.value_sum = np.zeros(shape, dtype=np.float64)
-        self.reward = np.zeros(shape, dtype=np.float64)
-        self.prior = np.zeros(shape, dtype=np.float64)
-        self.child = np.full(shape, -1, dtype=np.int64)
-        self.root_visits = np.ones(batch, dtype=np.int64)  # LightZero counts one visit when preparing the root
-        self.root_value_sum = np.zeros(batch, dtype=np.float64)
+        num_rows = batch * num_nodes
+        self.flat = np.zeros(num_rows * 4 * num_actions + 1)
+        self.stats = self.flat[:-1].reshape(num_rows, 4, num_actions)
+        self.scratch = self.flat.size - 1
+        self.child = np.full((num_rows, num_actions), -1, dtype=np.int64)
+        # Per node (row): sum of its children's visits and number of visited children, kept up to date by the
+        # backup so selection needs no reductions for them. One extra scratch row for masked-out scatters.
+        self.child_visits = np.zeros(num_rows + 1)
+        self.num_visited = np.zeros(num_rows + 1)
+        self.scratch_row = num_rows
+        self.root_visits = np.ones(batch)  # LightZero counts one visit when preparing the root
+        self.root_value_sum = np.zeros(batch)
         self.q_min = np.full(batch, np.inf)
         self.q_max = np.full(batch, -np.inf)
         self.row_base = np.arange(batch, dtype=np.int64) * num_nodes
 
-    def root_rows(self) -> np.ndarray:
-        return self.row_base
+    def flat_index(self, rows: np.ndarray, channel: int, actions: np.ndarray) -> np.ndarray:
+        return rows * (4 * self.num_actions) + channel * self.num_actions + actions
+
+    def root_stats(self, channel: int) -> np.ndarray:
+        return self.stats[self.row_base, channel]
 
 
 @dataclass
@@ -201,8 +216,8 @@ class _Leaves:
     parent: np.ndarray  # [B] parent node of the new leaf
     action: np.ndarray  # [B] action from that parent
     depth: np.ndarray  # [B] edges from the root to the leaf (>= 1)
-    path_nodes: np.ndarray = field(repr=False)  # [B, max_depth] nodes along the path
-    path_actions: np.ndarray = field(repr=False)  # [B, max_depth] actions along the path
+    path_nodes: np.ndarray = field(repr=False)  # [B, max_depth] nodes along the path (valid below depth)
+    path_actions: np.ndarray = field(repr=False)  # [B, max_depth] actions along the path (valid below depth)
 
 
 class BatchedMCTS:
@@ -221,25 +236,26 @@ class BatchedMCTS:
         self, model: SearchModel, root: RootInput, *, add_noise: bool, rng: np.random.Generator
     ) -> SearchOutput:
         """Run ``num_simulations`` simulations from each root; ``add_noise`` is True in collect, False in eval."""
-        import time
-
         batch, num_actions = root.validate()
         cfg = self.cfg
         legal = np.asarray(root.legal_mask)
-        trees = _Trees(batch, cfg.num_simulations + 1, num_actions)
+        num_nodes = cfg.num_simulations + 1
+        trees = _Trees(batch, num_nodes, num_actions)
         root_prior = masked_softmax(np.asarray(root.policy_logits, dtype=np.float64), legal)
         if add_noise:
             noise = dirichlet_noise(legal, cfg.root_dirichlet_alpha, rng)
             root_prior = np.where(legal, root_prior * (1 - cfg.root_noise_weight) + noise * cfg.root_noise_weight, 0.0)
-        trees.prior[trees.root_rows()] = root_prior
+        trees.stats[trees.row_base, _Trees.PRIOR] = root_prior
         root_reward = np.zeros(batch) if root.reward is None else np.asarray(root.reward, dtype=np.float64)
-        inner_mask = None if cfg.inner_action_mask == "all" else legal
+        penalties = _ActionPenalties(legal, cfg.inner_action_mask == "root")
+        path_nodes = np.zeros((batch, num_nodes), dtype=np.int64)
+        path_actions = np.zeros((batch, num_nodes), dtype=np.int64)
 
-        latents = _LatentStore(root.latent, cfg.num_simulations + 1)
+        latents = _LatentStore(root.latent, num_nodes)
         tree_seconds = model_seconds = 0.0
         for sim in range(cfg.num_simulations):
             t0 = time.perf_counter()
-            leaves = self._select(trees, legal, inner_mask, rng)
+            leaves = self._select(trees, penalties, path_nodes, path_actions, rng)
             parent_latents = latents.gather(leaves.parent)
             t1 = time.perf_counter()
             out = model.recurrent_inference(
@@ -247,12 +263,12 @@ class BatchedMCTS:
             )
             t2 = time.perf_counter()
             latents.put(sim + 1, out.latent)
-            self._expand(trees, leaves, sim + 1, out, inner_mask)
+            self._expand(trees, leaves, sim + 1, out, penalties.inner_mask)
             self._backup(trees, leaves, np.asarray(out.value, dtype=np.float64).reshape(batch), root_reward)
             tree_seconds += (t1 - t0) + (time.perf_counter() - t2)
             model_seconds += t2 - t1
 
-        visit_counts = trees.visits[trees.root_rows()].copy()
+        visit_counts = trees.root_stats(_Trees.VISITS).astype(np.int64)
         return SearchOutput(
             visit_counts=visit_counts,
             visit_distribution=(visit_counts / visit_counts.sum(axis=1, keepdims=True)).astype(np.float32),
@@ -264,72 +280,79 @@ class BatchedMCTS:
         )
 
     def _select(
-        self, trees: _Trees, legal: np.ndarray, inner_mask: np.ndarray | None, rng: np.random.Generator
+        self,
+        trees: _Trees,
+        penalties: "_ActionPenalties",
+        path_nodes: np.ndarray,
+        path_actions: np.ndarray,
+        rng: np.random.Generator,
     ) -> _Leaves:
         """Descend all B trees level by level (all active roots are at the same depth) to an unexpanded child."""
         cfg = self.cfg
-        batch, num_nodes = trees.batch, trees.num_nodes
-        max_depth = num_nodes  # a path can be at most as long as the number of nodes
-        path_nodes = np.zeros((batch, max_depth), dtype=np.int64)
-        path_actions = np.zeros((batch, max_depth), dtype=np.int64)
+        gamma = cfg.discount_factor
+        batch = trees.batch
+        # The min-max bounds do not change during selection: precompute each root's normalisation.
+        delta = trees.q_max - trees.q_min
+        has_range = delta > 0
+        inv_scale_all = np.where(has_range, 1.0 / np.maximum(np.where(has_range, delta, 1.0), cfg.value_delta_max), 1.0)
+        offset_all = np.where(has_range, trees.q_min, 0.0)
+        pb_c_table = self._pb_c_table()
+        random_ties = cfg.tie_break == "random"
         leaf_parent = np.zeros(batch, dtype=np.int64)
         leaf_action = np.zeros(batch, dtype=np.int64)
         leaf_depth = np.zeros(batch, dtype=np.int64)
         active = np.arange(batch)
         node = np.zeros(batch, dtype=np.int64)
+        rows = trees.row_base
         parent_q = np.zeros(batch)
         depth = 0
         while active.size:
-            rows = trees.row_base[active] + node
-            visits = trees.visits[rows]
+            stats = trees.stats[rows]
+            visits, value_sum = stats[:, _Trees.VISITS], stats[:, _Trees.VALUE_SUM]
             visited = visits > 0
-            q = trees.reward[rows] + cfg.discount_factor * trees.value_sum[rows] / np.maximum(visits, 1)
-            q_sum = np.where(visited, q, 0.0).sum(axis=1)
-            n_visited = visited.sum(axis=1)
+            q = stats[:, _Trees.REWARD] + gamma * value_sum / np.maximum(visits, 1.0)
+            q *= visited
+            q_sum = q.sum(axis=1)
+            n_visited = trees.num_visited[rows]
             if depth == 0:
                 mean_q = np.where(n_visited > 0, q_sum / np.maximum(n_visited, 1), parent_q)
             else:
                 mean_q = (parent_q + q_sum) / (n_visited + 1)
-            total = visits.sum(axis=1)
-            pb_c = (np.log((total + cfg.pb_c_base + 1) / cfg.pb_c_base) + cfg.pb_c_init) * np.sqrt(total)
-            score = pb_c[:, None] * trees.prior[rows] / (visits + 1)
+            pb_c = pb_c_table[trees.child_visits[rows].astype(np.int64)]
+            score = pb_c[:, None] * stats[:, _Trees.PRIOR] / (visits + 1)
             value_score = np.where(visited, q, mean_q[:, None])
-            q_min, q_max = trees.q_min[active], trees.q_max[active]
-            delta = q_max - q_min
-            has_range = delta > 0
-            scale = np.where(has_range, np.maximum(delta, cfg.value_delta_max), 1.0)
-            offset = np.where(has_range, q_min, 0.0)
-            score += np.clip((value_score - offset[:, None]) / scale[:, None], 0.0, 1.0)
-            allowed = legal[active] if depth == 0 else (None if inner_mask is None else inner_mask[active])
-            if allowed is not None:
-                score = np.where(allowed, score, -np.inf)
-            action = self._argmax(score, rng)
+            value_score -= offset_all[active, None]
+            value_score *= inv_scale_all[active, None]
+            score += np.clip(value_score, 0.0, 1.0, out=value_score)
+            penalty = penalties.at(depth, active)
+            if penalty is not None:
+                score += penalty
+            if random_ties:
+                # Jitter far below any meaningful score gap: exact ties (e.g. every child of a fresh node, where
+                # the prior term vanishes) are broken uniformly at random, like LightZero's rand() over ties.
+                score += rng.random(score.shape) * _TIE_EPSILON
+            action = score.argmax(axis=1)
 
             path_nodes[active, depth] = node
             path_actions[active, depth] = action
             child = trees.child[rows, action]
             expanded = child >= 0
-            done = active[~expanded]
-            leaf_parent[done] = node[~expanded]
-            leaf_action[done] = action[~expanded]
-            leaf_depth[done] = depth + 1
-            parent_q = mean_q[expanded]
-            node = child[expanded]
-            active = active[expanded]
+            if not expanded.all():
+                done = active[~expanded]
+                leaf_parent[done] = node[~expanded]
+                leaf_action[done] = action[~expanded]
+                leaf_depth[done] = depth + 1
+                mean_q, child, active = mean_q[expanded], child[expanded], active[expanded]
+            parent_q, node = mean_q, child
+            rows = trees.row_base[active] + node
             depth += 1
         return _Leaves(leaf_parent, leaf_action, leaf_depth, path_nodes, path_actions)
 
-    def _argmax(self, score: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Best action per row; under 'random', ties within 1e-6 of the best are broken uniformly with ``rng``."""
-        best = score.argmax(axis=1)
-        if self.cfg.tie_break == "first":
-            return best
-        near = score >= (score[np.arange(score.shape[0]), best] - _TIE_EPSILON)[:, None]
-        tied = near.sum(axis=1) > 1
-        if tied.any():
-            keys = rng.random(near[tied].shape)
-            best[tied] = np.where(near[tied], keys, -1.0).argmax(axis=1)
-        return best
+    def _pb_c_table(self) -> np.ndarray:
+        """pUCT exploration factor ``(log((N + c2 + 1) / c2) + c1) * sqrt(N)`` for every possible N."""
+        cfg = self.cfg
+        total = np.arange(cfg.num_simulations + 2, dtype=np.float64)
+        return (np.log((total + cfg.pb_c_base + 1) / cfg.pb_c_base) + cfg.pb_c_init) * np.sqrt(total)
 
     def _expand(
         self, trees: _Trees, leaves: _Leaves, node_index: int, out: RecurrentOutput, inner_mask: np.ndarray | None
@@ -341,32 +364,62 @@ class BatchedMCTS:
             raise ValueError(f"Model policy_logits must be [B, A]={batch, trees.num_actions}, got {logits.shape}")
         parent_rows = trees.row_base + leaves.parent
         trees.child[parent_rows, leaves.action] = node_index
-        trees.reward[parent_rows, leaves.action] = np.asarray(out.reward, dtype=np.float64).reshape(batch)
-        mask = np.ones_like(logits, dtype=bool) if inner_mask is None else inner_mask
-        trees.prior[trees.row_base + node_index] = masked_softmax(logits, mask)
+        trees.num_visited[parent_rows] += 1  # the leaf edge gets its first visit in this simulation's backup
+        reward_index = trees.flat_index(parent_rows, _Trees.REWARD, leaves.action)
+        trees.flat[reward_index] = np.asarray(out.reward, dtype=np.float64).reshape(batch)
+        if inner_mask is None:
+            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+            prior = exp / exp.sum(axis=1, keepdims=True)
+        else:
+            prior = masked_softmax(logits, inner_mask)
+        trees.stats[trees.row_base + node_index, _Trees.PRIOR] = prior
 
     def _backup(self, trees: _Trees, leaves: _Leaves, leaf_value: np.ndarray, root_reward: np.ndarray) -> None:
-        """Add the discounted return to every edge on each path (deepest first) and update the min-max bounds."""
+        """Add the discounted return to every edge on each path and update the min-max bounds, all paths at once."""
         gamma = self.cfg.discount_factor
-        bootstrap = leaf_value.copy()
-        for level in range(int(leaves.depth.max()) - 1, -1, -1):
-            active = np.flatnonzero(leaves.depth > level)
-            rows = trees.row_base[active] + leaves.path_nodes[active, level]
-            actions = leaves.path_actions[active, level]
-            value_sum = trees.value_sum[rows, actions] + bootstrap[active]
-            visits = trees.visits[rows, actions] + 1
-            trees.value_sum[rows, actions] = value_sum
-            trees.visits[rows, actions] = visits
-            reward = trees.reward[rows, actions]
-            q = reward + gamma * value_sum / visits
-            trees.q_min[active] = np.minimum(trees.q_min[active], q)
-            trees.q_max[active] = np.maximum(trees.q_max[active], q)
-            bootstrap[active] = reward + gamma * bootstrap[active]
-        trees.root_value_sum += bootstrap
+        max_depth = int(leaves.depth.max())
+        levels = np.arange(max_depth)
+        on_path = levels[None, :] < leaves.depth[:, None]  # [B, D]
+        rows = trees.row_base[:, None] + leaves.path_nodes[:, :max_depth]
+        visit_index = np.where(on_path, trees.flat_index(rows, _Trees.VISITS, leaves.path_actions[:, :max_depth]), trees.scratch)
+        value_index = visit_index + np.where(on_path, trees.num_actions, 0)
+        reward = np.where(on_path, trees.flat[visit_index + np.where(on_path, 2 * trees.num_actions, 0)], 0.0)
+        # Discounted return seen by the edge at each level: G_d = r_{d+1} + gamma * G_{d+1}, G_leaf = value.
+        bootstrap = np.empty_like(reward)
+        carry = leaf_value.copy()
+        for level in range(max_depth - 1, -1, -1):
+            at_leaf = leaves.depth == level + 1
+            if level + 1 < max_depth:
+                carry = np.where(at_leaf, leaf_value, reward[:, level + 1] + gamma * carry)
+            bootstrap[:, level] = carry
+        trees.child_visits[np.where(on_path, rows, trees.scratch_row)] += 1.0
+        value_sum = trees.flat[value_index] + bootstrap
+        visits = trees.flat[visit_index] + 1.0
+        trees.flat[value_index] = value_sum
+        trees.flat[visit_index] = visits
+        q = reward + gamma * value_sum / visits
+        np.minimum(trees.q_min, np.where(on_path, q, np.inf).min(axis=1), out=trees.q_min)
+        np.maximum(trees.q_max, np.where(on_path, q, -np.inf).max(axis=1), out=trees.q_max)
+        trees.flat[trees.scratch] = 0.0
+        trees.root_value_sum += reward[:, 0] + gamma * bootstrap[:, 0]
         trees.root_visits += 1
         root_q = root_reward + gamma * trees.root_value_sum / trees.root_visits
         np.minimum(trees.q_min, root_q, out=trees.q_min)
         np.maximum(trees.q_max, root_q, out=trees.q_max)
+
+
+class _ActionPenalties:
+    """Additive -inf penalties that keep selection on allowed actions (root always; inner nodes optionally)."""
+
+    def __init__(self, legal: np.ndarray, mask_inner: bool) -> None:
+        self.root = np.where(legal, 0.0, -np.inf)
+        self.any_illegal = not legal.all()
+        self.inner_mask = legal if mask_inner else None
+
+    def at(self, depth: int, active: np.ndarray) -> np.ndarray | None:
+        if not self.any_illegal or (depth > 0 and self.inner_mask is None):
+            return None
+        return self.root[active] if active.size != self.root.shape[0] else self.root
 
 
 class _LatentStore:
