@@ -118,7 +118,6 @@ class HybridTrainer:
     # ------------------------------------------------------------------ loop
     def run(self) -> dict[str, float]:
         logger.info(self.summary())
-        print(self.summary(), flush=True)
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         start_iter = self.iteration
         bar = tqdm(total=self.schedule.cfg.max_iter, initial=start_iter, desc="priorzero", dynamic_ncols=True)

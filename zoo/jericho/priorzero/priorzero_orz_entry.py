@@ -36,8 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
-    logging.basicConfig(level=os.environ.get("PRIORZERO_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # DI-engine installs its own root handler at import; set the level on the root logger itself.
+    logging.getLogger().setLevel(os.environ.get("PRIORZERO_LOG_LEVEL", "WARNING"))
     debug = args.debug or os.environ.get("DEBUG_MODE", "").lower() in ("1", "true")
     overrides = json.loads(args.config_override) if args.config_override else {}
     if args.max_iter is not None:
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                            llm_path=args.llm_path, device=args.device, debug=debug,
                                            overrides=overrides)
     trainer = HybridTrainer(cfg, create_cfg, resume=args.resume)
+    print(trainer.summary(), flush=True)
     try:
         result = trainer.run()
     finally:

@@ -80,6 +80,9 @@ class PriorZeroJerichoEnv(BaseEnv):
         max_seq_len=256,
         # (str|None) HF tokenizer directory; None -> the project's tiny default model (built and cached once).
         tokenizer_path=None,
+        # (bool) compute valid actions at every state; False keeps only ``fallback_action`` (for scripted or
+        # walkthrough play with string actions, and plain-step benchmarks), no worker process is started.
+        generate_valid_actions=True,
         # (float) seconds a valid-action computation may take before its worker is killed and restarted.
         valid_action_timeout_s=15.0,
         # (int) LRU cache entries (world-state hash -> valid actions) per env; 0 disables the cache.
@@ -212,6 +215,8 @@ class PriorZeroJerichoEnv(BaseEnv):
     def _refresh_valid_actions(self, done: bool) -> None:
         if done:
             actions, self._valid_actions_source = [], "episode_end"
+        elif not self._cfg.generate_valid_actions:
+            actions, self._valid_actions_source = [], "disabled"
         else:
             result = self._valid_action_generator.get(self._backend.get_state(), self._backend.world_state_hash())
             actions, self._valid_actions_source = result.actions, result.source

@@ -41,6 +41,11 @@ _STOPWORDS = frozenset(
     "can cannot can't see seem seems some any all as so than then too very just also only which what who whom "
     "where when while if".split()
 )
+# Directions are nouns in many games' dictionaries, but as objects they only multiply the candidate commands
+# (e.g. "take north", "put paper in west") that Jericho then has to try.
+_DIRECTION_WORDS = frozenset(
+    "north south east west northeast northwest southeast southwest up down n s e w ne nw se sw u d".split()
+)
 _logged_extractors: set[str] = set()
 
 
@@ -54,7 +59,7 @@ def make_rule_extractor(dictionary: list[tuple[str, bool, bool]]) -> Callable[[s
     def extract_objs(text: str) -> set[tuple[str, str]]:
         found: set[tuple[str, str]] = set()
         for token in re.findall(r"[a-z][a-z\-]*", text.lower()):
-            if token in _STOPWORDS:
+            if token in _STOPWORDS or token in _DIRECTION_WORDS or len(token) < 2:
                 continue
             key = token[:word_length]
             if key in nouns:
