@@ -13,7 +13,7 @@ Both need eager or sdpa attention (custom masks). Logits are computed only at th
 tokens (the last prompt token is shared by every candidate's first token), never over the whole prompt.
 ``naive_score_candidates`` scores one full sequence per candidate, for tests and benchmarks.
 
-This module imports only torch and transformers, so the GPU benchmark can use it without DI-engine or easydict.
+This module imports only numpy, torch and transformers, so the GPU benchmark can use it without DI-engine or easydict.
 """
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import inspect
+import itertools
 from functools import lru_cache
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -237,50 +239,50 @@ def _device_of(model) -> torch.device:
 def _build_layout(
     prompt_ids: Sequence[Sequence[int]], candidate_ids: Sequence[Sequence[Sequence[int]]], device: torch.device
 ) -> _PackedLayout:
+    """Vectorised (numpy) layout building: a Python loop per token would cost more than the GPU forward."""
     batch = len(prompt_ids)
-    prompt_width = max(len(p) for p in prompt_ids)
-    continuation_width = max(sum(len(c) for c in cands) for cands in candidate_ids)
-    prompt_tensor = torch.zeros(batch, prompt_width, dtype=torch.long)
-    continuation = torch.zeros(batch, continuation_width, dtype=torch.long)
-    block = torch.full((batch, continuation_width), -1, dtype=torch.long)
-    offset = torch.zeros(batch, continuation_width, dtype=torch.long)
-    first_state, first_target, lengths = [], [], []
-    rest_row, rest_col, rest_target, rest_candidate = [], [], [], []
-    for state, (prompt, cands) in enumerate(zip(prompt_ids, candidate_ids)):
-        prompt_tensor[state, : len(prompt)] = torch.tensor(prompt)
-        column = 0
-        for index, tokens in enumerate(cands):
-            flat_index = len(lengths)
-            continuation[state, column:column + len(tokens)] = torch.tensor(tokens)
-            block[state, column:column + len(tokens)] = index
-            offset[state, column:column + len(tokens)] = torch.arange(len(tokens))
-            first_state.append(state)
-            first_target.append(tokens[0])
-            lengths.append(len(tokens))
-            for j in range(1, len(tokens)):
-                rest_row.append(state)
-                rest_col.append(column + j - 1)
-                rest_target.append(tokens[j])
-                rest_candidate.append(flat_index)
-            column += len(tokens)
+    prompt_lengths = np.array([len(p) for p in prompt_ids], dtype=np.int64)
+    prompt_array = np.zeros((batch, prompt_lengths.max()), dtype=np.int64)
+    for state, prompt in enumerate(prompt_ids):
+        prompt_array[state, : len(prompt)] = prompt
+    num_candidates = [len(cands) for cands in candidate_ids]
+    flat_candidates = [tokens for cands in candidate_ids for tokens in cands]
+    lengths = np.array([len(tokens) for tokens in flat_candidates], dtype=np.int64)
+    flat_tokens = np.fromiter(itertools.chain.from_iterable(flat_candidates), dtype=np.int64, count=int(lengths.sum()))
+    candidate_start = np.cumsum(lengths) - lengths  # first flat token of each candidate
+    state_of_candidate = np.repeat(np.arange(batch), num_candidates)
+    first_candidate_of_state = np.cumsum(num_candidates) - num_candidates
+    tokens_per_state = np.bincount(state_of_candidate, weights=lengths, minlength=batch).astype(np.int64)
+    state_token_start = np.cumsum(tokens_per_state) - tokens_per_state
+    token_candidate = np.repeat(np.arange(len(lengths)), lengths)
+    token_state = state_of_candidate[token_candidate]
+    token_offset = np.arange(len(flat_tokens)) - candidate_start[token_candidate]
+    token_column = np.arange(len(flat_tokens)) - state_token_start[token_state]
+    continuation = np.zeros((batch, tokens_per_state.max()), dtype=np.int64)
+    block = np.full((batch, tokens_per_state.max()), -1, dtype=np.int64)
+    offset = np.zeros((batch, tokens_per_state.max()), dtype=np.int64)
+    continuation[token_state, token_column] = flat_tokens
+    block[token_state, token_column] = token_candidate - first_candidate_of_state[token_state]
+    offset[token_state, token_column] = token_offset
+    rest = token_offset > 0  # tokens after a candidate's first: predicted by the previous continuation position
 
-    def as_tensor(values: list[int]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.long, device=device)
+    def as_tensor(values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(values)).to(device, non_blocking=True)
 
     return _PackedLayout(
-        prompt_ids=prompt_tensor.to(device),
-        prompt_lengths=as_tensor([len(p) for p in prompt_ids]),
-        continuation_ids=continuation.to(device),
-        continuation_block=block.to(device),
-        continuation_offset=offset.to(device),
-        first_state=as_tensor(first_state),
-        first_target=as_tensor(first_target),
-        rest_row=as_tensor(rest_row),
-        rest_col=as_tensor(rest_col),
-        rest_target=as_tensor(rest_target),
-        rest_candidate=as_tensor(rest_candidate),
+        prompt_ids=as_tensor(prompt_array),
+        prompt_lengths=as_tensor(prompt_lengths),
+        continuation_ids=as_tensor(continuation),
+        continuation_block=as_tensor(block),
+        continuation_offset=as_tensor(offset),
+        first_state=as_tensor(state_of_candidate),
+        first_target=as_tensor(flat_tokens[candidate_start]),
+        rest_row=as_tensor(token_state[rest]),
+        rest_col=as_tensor(token_column[rest] - 1),
+        rest_target=as_tensor(flat_tokens[rest]),
+        rest_candidate=as_tensor(token_candidate[rest]),
         candidate_lengths=as_tensor(lengths),
-        num_candidates=[len(cands) for cands in candidate_ids],
+        num_candidates=num_candidates,
     )
 
 
@@ -289,14 +291,21 @@ def _continuation_mask(layout: _PackedLayout) -> torch.Tensor:
     prompt_width = layout.prompt_ids.shape[1]
     continuation_width = layout.continuation_ids.shape[1]
     device = layout.prompt_ids.device
-    sees_prompt = torch.arange(prompt_width, device=device)[None, :] < layout.prompt_lengths[:, None]  # [B, P]
     block = layout.continuation_block
-    same_block = (block[:, :, None] == block[:, None, :]) & (block[:, :, None] >= 0)
-    causal = torch.ones(continuation_width, continuation_width, dtype=torch.bool, device=device).tril()
     is_padding = block < 0
-    own = same_block & causal[None] | (torch.eye(continuation_width, dtype=torch.bool, device=device)[None] & is_padding[:, :, None])
-    prompt_part = sees_prompt[:, None, :].expand(-1, continuation_width, -1) & ~is_padding[:, :, None]
-    return torch.cat([prompt_part, own], dim=2)
+    allowed = torch.empty(block.shape[0], continuation_width, prompt_width + continuation_width, dtype=torch.bool,
+                          device=device)
+    prompt_positions = torch.arange(prompt_width, device=device)
+    torch.logical_and(
+        prompt_positions[None, None, :] < layout.prompt_lengths[:, None, None], ~is_padding[:, :, None],
+        out=allowed[:, :, :prompt_width],
+    )
+    causal = torch.ones(continuation_width, continuation_width, dtype=torch.bool, device=device).tril()
+    same_block = (block[:, :, None] == block[:, None, :]) & ~is_padding[:, :, None]
+    own = same_block & causal[None]
+    own |= torch.eye(continuation_width, dtype=torch.bool, device=device)[None] & is_padding[:, :, None]
+    allowed[:, :, prompt_width:] = own
+    return allowed
 
 
 def _as_attention_mask(model, allowed: torch.Tensor) -> torch.Tensor:
