@@ -92,6 +92,7 @@ class PriorZeroJerichoEnv(BaseEnv):
         # (bool) append "Valid actions: a, b, ..." to the text that is tokenized for the world model.
         include_valid_actions_in_obs_text=False,
         # (int|None) emulator RNG seed; None -> the walkthrough's seed when Jericho knows the game, else 0.
+        # Jericho treats 0 like None for the games it knows.
         seed=None,
         # (str) command executed for an action index past the valid list, and the list used when it is empty.
         fallback_action="look",

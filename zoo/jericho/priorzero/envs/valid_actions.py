@@ -249,6 +249,7 @@ class ValidActionGenerator:
             self.stats.cache_hits += 1
             return ValidActionResult(list(cached), "cache", time.perf_counter() - start)
         actions, source = self._ask_worker(state)
+        # A fallback is cached too: a state that hangs the emulator costs one timeout, not one per visit.
         self._remember(world_hash, actions)
         seconds = time.perf_counter() - start
         if source == "worker":

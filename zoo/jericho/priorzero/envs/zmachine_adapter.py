@@ -236,7 +236,8 @@ class ZMachineAdapter:
         return int(np.int16(_word(ram, self.metadata.global_addresses[name])))
 
     def _ram(self) -> np.ndarray:
-        return self._env.get_state()[0]
+        # Jericho's RAM-only read: get_state() would also copy the stack and registers, on every global read.
+        return self._env._get_ram()  # noqa: SLF001
 
     def score(self) -> int:
         return self._global("score")
