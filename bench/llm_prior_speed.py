@@ -136,6 +136,7 @@ def bench_scoring(model, shape: str, device: torch.device, args, rng) -> list[Ro
                 speedup = timings["naive"] / seconds if "naive" in timings and method != "naive" else None
                 rows.append(Row(str(device), shape, prompt_tokens, states, method, states / seconds,
                                 n_cands / seconds, flops / seconds / 1e12, speedup))
+                print(f"progress: {rows[-1]}", file=sys.stderr, flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return rows
