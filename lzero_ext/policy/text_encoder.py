@@ -97,6 +97,10 @@ class TextObservationEncoder(nn.Module):
         if empty_rows.any():
             valid = valid.clone()
             valid[empty_rows, 0] = True
+        # Drop trailing columns that are padding in every row: exact (pads are masked out of attention and pooling)
+        # and it makes the cost follow the longest real observation rather than the padded length.
+        seq_len = int(valid.any(dim=0).nonzero().max()) + 1
+        token_ids, valid = token_ids[:, :seq_len], valid[:, :seq_len]
         positions = torch.arange(seq_len, device=token_ids.device)
         hidden = self.token_embedding(token_ids) + self.position_embedding(positions)[None]
         if self.layers is not None:

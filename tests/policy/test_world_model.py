@@ -173,3 +173,13 @@ def test_train_step_on_cuda():
     assert next(model.parameters()).is_cuda
     metrics = WorldModelLearner(model).train_step(tiny_batch())
     assert np.isfinite(metrics['wm/total_loss'])
+
+
+def test_encoder_output_ignores_trailing_padding():
+    torch.manual_seed(0)
+    encoder = TextObservationEncoder(dict(vocab_size=VOCAB, max_seq_len=3 * OBS_LEN, embed_dim=16, hidden_dim=8,
+                                          num_heads=2)).eval()
+    short = torch.randint(1, VOCAB, (3, OBS_LEN))
+    short[1, 4:] = 0
+    padded = torch.cat([short, torch.zeros(3, 2 * OBS_LEN, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(encoder(padded), encoder(short))
