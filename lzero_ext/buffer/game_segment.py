@@ -68,7 +68,7 @@ class StepDecision:
 
     action: int
     executed_action: str
-    visit_distribution: np.ndarray  # [A] normalised MCTS visit counts, the policy target
+    visit_distribution: np.ndarray  # [A] MCTS visit counts or frequencies (normalised on storage), policy target
     root_value: float
     prior_logprobs: np.ndarray | None = None  # [len(valid_actions)] LLM prior over the candidates
     prior_version: int = -1  # weights version of the LLM that produced prior_logprobs (-1: no prior)
@@ -193,7 +193,7 @@ class PriorZeroGameSegment:
             to_play=np.asarray([o.to_play for o in obs], dtype=np.int64),
             actions=np.asarray([d.action for d in dec], dtype=np.int64),
             rewards=np.asarray(self.rewards, dtype=np.float32),
-            visit_distributions=np.stack([np.asarray(d.visit_distribution, dtype=np.float32) for d in dec]),
+            visit_distributions=np.stack([_normalised(d.visit_distribution) for d in dec]),
             root_values=np.asarray([d.root_value for d in dec], dtype=np.float32),
             behaviour_logprobs=np.asarray([d.behaviour_logprob for d in dec], dtype=np.float32),
             prior_versions=np.asarray([d.prior_version for d in dec], dtype=np.int64),
@@ -250,6 +250,15 @@ class PriorZeroGameSegment:
                 f"visit_distribution must have shape ({self.action_space_size},), "
                 f"got {np.shape(decision.visit_distribution)}"
             )
+
+
+def _normalised(visits: np.ndarray) -> np.ndarray:
+    """Visit counts or frequencies as a distribution (all-zero stays zero: no policy target for that step)."""
+    visits = np.asarray(visits, dtype=np.float32)
+    total = float(visits.sum())
+    if total < 0 or not np.isfinite(total) or (visits < 0).any():
+        raise ValueError(f"visit_distribution must be finite and non-negative, got {visits}")
+    return visits / total if total > 0 else visits
 
 
 def _token_dtype(observations: list[StepObservation]) -> type:

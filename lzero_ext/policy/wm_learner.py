@@ -84,8 +84,19 @@ class WorldModelLearner:
 
     # ------------------------------------------------------------------ training
     def train_step(self, batch: WorldModelBatch) -> dict[str, float]:
-        """One gradient step of UniZero's losses on ``batch``; a non-finite loss skips the update."""
+        """One gradient step of UniZero's losses on ``batch``; a non-finite loss skips the update.
+
+        The model runs in train mode (dropout) for the step and is put back in the mode it was in, so a model
+        shared with the search stays in eval mode.
+        """
+        was_training = self.model.training
         self.model.train()
+        try:
+            return self._train_step(batch)
+        finally:
+            self.model.train(was_training)
+
+    def _train_step(self, batch: WorldModelBatch) -> dict[str, float]:
         gpt_batch = self._to_gpt_batch(batch)
         losses = self._compute_losses(gpt_batch)
         if losses is None:
@@ -155,7 +166,10 @@ class WorldModelLearner:
                 f"WorldModelBatch has {T} unroll steps; LightZero's compute_loss indexes a middle step of the "
                 f"latent loss and needs num_unroll_steps >= {MIN_UNROLL_STEPS}"
             )
-        as_tensor = lambda a, dtype: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
+
+        def as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
+
         rewards = as_tensor(batch.rewards, torch.float32)
         values = as_tensor(batch.target_values, torch.float32)
         mask = as_tensor(batch.mask_padding, torch.bool)

@@ -72,3 +72,13 @@ def test_append_validates_action_and_visit_shape():
 def test_builder_rejects_pad_longer_than_segment():
     with pytest.raises(ValueError, match="pad_length"):
         SegmentBuilder(ACTIONS, segment_length=4, pad_length=5, history_length=1)
+
+
+def test_raw_visit_counts_are_stored_as_a_distribution():
+    segment = PriorZeroGameSegment(ACTIONS, segment_length=4, pad_length=2)
+    segment.reset(observation(0))
+    counts = decision(0)
+    counts.visit_distribution = np.array([2.0, 0.0, 6.0, 0.0])
+    segment.append(counts, 0.0, observation(1))
+    segment.finalize()
+    np.testing.assert_allclose(segment.arrays.visit_distributions[0], [0.25, 0.0, 0.75, 0.0])

@@ -183,3 +183,9 @@ def test_encoder_output_ignores_trailing_padding():
     short[1, 4:] = 0
     padded = torch.cat([short, torch.zeros(3, 2 * OBS_LEN, dtype=torch.long)], dim=1)
     torch.testing.assert_close(encoder(padded), encoder(short))
+
+
+def test_train_step_leaves_the_model_in_its_previous_mode():
+    model = build_world_model(tiny_model_config()).eval()
+    WorldModelLearner(model).train_step(tiny_batch())
+    assert not model.training
