@@ -231,6 +231,9 @@ class BatchedMCTS:
 
     def __init__(self, cfg: SearchConfig | Mapping | None = None) -> None:
         self.cfg = cfg if isinstance(cfg, SearchConfig) else SearchConfig.from_dict(cfg)
+        # pUCT exploration factor (log((N + c2 + 1) / c2) + c1) * sqrt(N) for every possible child-visit total N.
+        total = np.arange(self.cfg.num_simulations + 2, dtype=np.float64)
+        self._pb_c_table = (np.log((total + self.cfg.pb_c_base + 1) / self.cfg.pb_c_base) + self.cfg.pb_c_init) * np.sqrt(total)
 
     def search(
         self, model: SearchModel, root: RootInput, *, add_noise: bool, rng: np.random.Generator
@@ -296,7 +299,6 @@ class BatchedMCTS:
         has_range = delta > 0
         inv_scale_all = np.where(has_range, 1.0 / np.maximum(np.where(has_range, delta, 1.0), cfg.value_delta_max), 1.0)
         offset_all = np.where(has_range, trees.q_min, 0.0)
-        pb_c_table = self._pb_c_table()
         random_ties = cfg.tie_break == "random"
         leaf_parent = np.zeros(batch, dtype=np.int64)
         leaf_action = np.zeros(batch, dtype=np.int64)
@@ -318,12 +320,13 @@ class BatchedMCTS:
                 mean_q = np.where(n_visited > 0, q_sum / np.maximum(n_visited, 1), parent_q)
             else:
                 mean_q = (parent_q + q_sum) / (n_visited + 1)
-            pb_c = pb_c_table[trees.child_visits[rows].astype(np.int64)]
+            pb_c = self._pb_c_table[trees.child_visits[rows].astype(np.int64)]
             score = pb_c[:, None] * stats[:, _Trees.PRIOR] / (visits + 1)
             value_score = np.where(visited, q, mean_q[:, None])
             value_score -= offset_all[active, None]
             value_score *= inv_scale_all[active, None]
-            score += np.clip(value_score, 0.0, 1.0, out=value_score)
+            np.maximum(value_score, 0.0, out=value_score)
+            score += np.minimum(value_score, 1.0, out=value_score)
             penalty = penalties.at(depth, active)
             if penalty is not None:
                 score += penalty
@@ -347,12 +350,6 @@ class BatchedMCTS:
             rows = trees.row_base[active] + node
             depth += 1
         return _Leaves(leaf_parent, leaf_action, leaf_depth, path_nodes, path_actions)
-
-    def _pb_c_table(self) -> np.ndarray:
-        """pUCT exploration factor ``(log((N + c2 + 1) / c2) + c1) * sqrt(N)`` for every possible N."""
-        cfg = self.cfg
-        total = np.arange(cfg.num_simulations + 2, dtype=np.float64)
-        return (np.log((total + cfg.pb_c_base + 1) / cfg.pb_c_base) + cfg.pb_c_init) * np.sqrt(total)
 
     def _expand(
         self, trees: _Trees, leaves: _Leaves, node_index: int, out: RecurrentOutput, inner_mask: np.ndarray | None

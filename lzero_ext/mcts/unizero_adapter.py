@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 class RootInference:
     """The world model's view of the B roots, ready for root-prior mixing and :class:`RootInput`."""
 
-    latent: np.ndarray  # [B, 1, E] float32; numpy because the world model keys its KV caches by hashing it
+    latent: np.ndarray | torch.Tensor  # [B, 1, E]; numpy for the hashing path (it hashes latents), device tensor for node KV
     value: np.ndarray  # [B] scalar value
     policy_logits: np.ndarray  # [B, A] world-model policy logits
 
@@ -133,6 +133,150 @@ class UniZeroSearchModel:
         )
 
 
+class UniZeroNodeKVSearchModel(UniZeroSearchModel):
+    """Same world-model computation as :class:`UniZeroSearchModel`, with the KV caches kept per tree node.
+
+    LightZero finds a parent's KV cache by hashing its latent and copies caches one environment at a time; here the
+    search tells us each leaf's parent node (``parent_nodes``), so every node's KV cache lives in one preallocated
+    device tensor ``[layers, nodes, B, heads, context, head_dim]`` and one simulation needs a handful of batched
+    gathers instead of B hash lookups and per-env copies. The cache arithmetic is LightZero's: align the parents'
+    caches right (zero left padding) to the longest, append the action and latent tokens, shift each env's cache back
+    left, and once a cache reaches ``context_length - 1`` tokens keep tokens ``[2, context_length - 1)`` with the
+    world model's positional-embedding correction. Outputs equal the hashing path's whenever no two nodes share a
+    latent (LightZero's hash cache conflates such nodes; this path does not). Root caches come from the world model's
+    own initial inference. Latents stay on the device.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__(model)
+        wm = self.world_model
+        self.context_length = int(wm.context_length)
+        self.num_layers = int(wm.num_layers)
+        self.num_heads = int(wm.num_heads)
+        self.head_dim = int(wm.embed_dim) // self.num_heads
+        self.max_nodes = int(wm.num_simulations) + 1
+        if self.context_length <= 2:
+            raise ValueError("UniZeroNodeKVSearchModel needs context_length > 2 (a world model that keeps context)")
+        self._keys: torch.Tensor | None = None
+        self._values: torch.Tensor | None = None
+        self._sizes: np.ndarray | None = None
+        self._kv = None
+        self._positions = torch.arange(self.context_length, device=self.device)
+
+    @torch.no_grad()
+    def initial_inference(self, obs, last_obs=None, last_actions=None, timesteps=None) -> RootInference:
+        roots = super().initial_inference(obs, last_obs, last_actions, timesteps)
+        batch = roots.latent.shape[0]
+        shape = (self.num_layers, self.max_nodes, batch, self.num_heads, self.context_length, self.head_dim)
+        if self._keys is None or self._keys.shape != shape:
+            self._keys = torch.zeros(shape, device=self.device)
+            self._values = torch.zeros(shape, device=self.device)
+            self._kv = self.world_model.transformer.generate_empty_keys_values(n=batch, max_tokens=self.context_length)
+        self._sizes = np.zeros((self.max_nodes, batch), dtype=np.int64)
+        self._store_root_caches(roots.latent)
+        roots.latent = torch.from_numpy(roots.latent).to(self.device)
+        return roots
+
+    def _store_root_caches(self, latents: np.ndarray) -> None:
+        """Copy each env's root KV cache, which the world model stored under the hash of its root latent."""
+        from lzero.model.unizero_world_models.utils import hash_state
+
+        wm = self.world_model
+        for env in range(latents.shape[0]):
+            index = wm.past_kv_cache_init_infer_envs[env].get(hash_state(latents[env].reshape(-1)))
+            if index is None:
+                raise RuntimeError(f"The world model stored no root KV cache for env {env}")
+            cache = wm.shared_pool_init_infer[env][index]
+            for layer in range(self.num_layers):
+                self._keys[layer, 0, env] = cache[layer]._k_cache._cache[0]
+                self._values[layer, 0, env] = cache[layer]._v_cache._cache[0]
+            self._sizes[0, env] = cache.size
+
+    def _shift(self, cache: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """``out[..., b, :, j, :] = cache[..., b, :, j + offset[b], :]``, zero where that index leaves the buffer."""
+        source = self._positions[None, :] + offset[:, None]  # [B, T]
+        valid = (source >= 0) & (source < self.context_length)
+        index = source.clamp(0, self.context_length - 1)[None, :, None, :, None].expand_as(cache)
+        shifted = torch.gather(cache, 3, index)
+        return shifted * valid[None, :, None, :, None].to(cache.dtype)
+
+    @torch.no_grad()
+    def recurrent_inference(
+        self,
+        parent_latents: torch.Tensor,
+        actions: np.ndarray,
+        simulation_index: int,
+        search_depth: list[int],
+        parent_nodes: np.ndarray,
+    ) -> RecurrentOutput:
+        if self._sizes is None or len(actions) != self._batch:
+            raise RuntimeError("Call initial_inference for these roots before searching")
+        node = simulation_index + 1
+        if node >= self.max_nodes:
+            raise ValueError(
+                f"Simulation {simulation_index} needs node {node} but the world model's num_simulations allows "
+                f"{self.max_nodes - 1}; raise world_model_cfg.num_simulations"
+            )
+        batch = self._batch
+        env = torch.arange(batch, device=self.device)
+        parents = torch.as_tensor(parent_nodes, device=self.device)
+        sizes = self._sizes[parent_nodes, np.arange(batch)]
+        max_size = int(sizes.max())
+        pad = torch.as_tensor(max_size - sizes, device=self.device)
+        keys = self._shift(self._keys[:, parents, env], -pad)  # right-align every parent cache at max_size
+        values = self._shift(self._values[:, parents, env], -pad)
+        for layer, layer_cache in enumerate(self._kv._keys_values):
+            layer_cache._k_cache._cache, layer_cache._v_cache._cache = keys[layer], values[layer]
+            layer_cache._k_cache._size = layer_cache._v_cache._size = max_size
+        reward, latent, policy, value = self._two_token_step(actions, search_depth, sizes)
+        keys = torch.stack([layer_cache._k_cache._cache for layer_cache in self._kv._keys_values])
+        values = torch.stack([layer_cache._v_cache._cache for layer_cache in self._kv._keys_values])
+        self._store_node(node, self._shift(keys, pad), self._shift(values, pad), sizes + 2)
+        scalars = torch.cat([
+            support_logits_to_scalar(reward, self.support_scale)[:, None],
+            support_logits_to_scalar(value, self.support_scale)[:, None],
+            policy.float(),
+        ], dim=1).cpu().numpy().astype(np.float64)
+        return RecurrentOutput(latent=latent, reward=scalars[:, 0], value=scalars[:, 1], policy_logits=scalars[:, 2:])
+
+    def _two_token_step(self, actions: np.ndarray, search_depth: list[int], sizes: np.ndarray):
+        """The world model's action-token then latent-token forward passes of ``forward_recurrent_inference``.
+
+        Positional embeddings of inner nodes use each env's own cache length, which the world model reads from its
+        ``keys_values_wm_size_list_current`` attribute (set here as its own recurrent inference does).
+        """
+        wm = self.world_model
+        tokens = torch.as_tensor(np.asarray(actions, dtype=np.int64), device=self.device).reshape(-1, 1)
+        common = dict(past_keys_values=self._kv, kvcache_independent=False, is_init_infer=False,
+                      start_pos=self._timesteps, search_depth=search_depth)
+        wm.keys_values_wm_size_list_current = sizes.tolist()
+        after_action = wm.forward({"act_tokens": tokens}, **common)
+        latent = after_action.logits_observations
+        if latent.dim() != 3:
+            latent = latent.unsqueeze(1)
+        wm.keys_values_wm_size_list_current = (sizes + 1).tolist()
+        after_latent = wm.forward({"obs_embeddings": latent}, **common)
+        return (after_action.logits_rewards.squeeze(1), latent, after_latent.logits_policy.squeeze(1),
+                after_latent.logits_value.squeeze(1))
+
+    def _store_node(self, node: int, keys: torch.Tensor, values: torch.Tensor, sizes: np.ndarray) -> None:
+        """Store the new nodes' caches, applying LightZero's context-window trimming where they grew too long."""
+        limit = self.context_length - 1
+        too_long = sizes >= limit
+        if too_long.any():
+            keep = limit - 2  # tokens [2, context_length - 1)
+            rows = torch.as_tensor(np.flatnonzero(too_long), device=self.device)
+            for layer in range(self.num_layers):
+                for store, diff in ((keys, self.world_model.pos_emb_diff_k), (values, self.world_model.pos_emb_diff_v)):
+                    trimmed = store[layer, rows, :, 2:limit, :] + diff[layer][(2, limit)]
+                    store[layer, rows] = 0.0
+                    store[layer, rows, :, :keep, :] = trimmed
+            sizes = np.where(too_long, keep, sizes)
+        self._keys[:, node] = keys
+        self._values[:, node] = values
+        self._sizes[node] = sizes
+
+
 def unizero_world_model_config(
     num_actions: int,
     env_num: int,
@@ -162,8 +306,9 @@ def build_unizero_model(
 ) -> torch.nn.Module:
     """Build a vector-observation ``UniZeroModel`` (for tests and benchmarks).
 
-    LightZero zero-initialises the last layer of every head, so a fresh model predicts uniform policies and zero
-    values; ``randomize_heads`` re-draws those layers so searches see distinct, tie-free outputs.
+    LightZero zero-initialises the last layer of every head, so a fresh model predicts uniform policies, zero values
+    and the same next latent everywhere; ``randomize_heads`` re-draws those layers so searches see distinct,
+    tie-free outputs.
     """
     from easydict import EasyDict
     from lzero.model.unizero_model import UniZeroModel
@@ -178,7 +323,7 @@ def build_unizero_model(
     if randomize_heads:
         generator = torch.Generator().manual_seed(seed + 1)
         wm = model.world_model
-        for head in (wm.head_policy, wm.head_value, wm.head_rewards):
+        for head in (wm.head_policy, wm.head_value, wm.head_rewards, wm.head_observations):
             last = [m for m in head.head_module if isinstance(m, torch.nn.Linear)][-1]
             with torch.no_grad():
                 last.weight.copy_(torch.randn(last.weight.shape, generator=generator) * 0.5)

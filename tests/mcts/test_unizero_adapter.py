@@ -69,3 +69,42 @@ def test_default_import_path_avoids_lzero_mcts_and_lzero_policy():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+class DepthRecorder:
+    """Passes calls through to a search model, remembering the deepest leaf."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.max_depth = inner, 0
+
+    def recurrent_inference(self, parent_latents, actions, simulation_index, search_depth, parent_nodes):
+        self.max_depth = max(self.max_depth, max(search_depth))
+        return self.inner.recurrent_inference(parent_latents, actions, simulation_index, search_depth, parent_nodes)
+
+
+def test_node_kv_adapter_matches_the_hashing_adapter():
+    """Same model, four consecutive steps, deep enough to trim the context window: identical searches."""
+    from lzero_ext.mcts.unizero_adapter import UniZeroNodeKVSearchModel
+
+    sims = 30
+    cfg = unizero_world_model_config(NUM_ACTIONS, env_num=4, num_simulations=sims, embed_dim=32, num_heads=2)
+    obs = torch.from_numpy(np.random.default_rng(5).normal(size=(4, BATCH, OBS_DIM)).astype(np.float32))
+    legal = np.ones((BATCH, NUM_ACTIONS), dtype=bool)
+    legal[0, 2] = False
+    results = {}
+    for cls in (UniZeroSearchModel, UniZeroNodeKVSearchModel):
+        adapter = cls(build_unizero_model(OBS_DIM, cfg, seed=3))
+        recorder = DepthRecorder(adapter)
+        search = BatchedMCTS({"num_simulations": sims, "tie_break": "first"})
+        last_obs, last_actions, outputs = None, None, []
+        for step in range(4):
+            roots = adapter.initial_inference(obs[step], last_obs, last_actions, np.full(BATCH, step))
+            root_input = roots.to_root_input(roots.policy_logits, legal)
+            outputs.append(search.search(recorder, root_input, add_noise=False, rng=np.random.default_rng(0)))
+            last_obs, last_actions = obs[step], np.array([1, 4, 0])
+        results[cls] = (outputs, recorder.max_depth)
+    (hashed, hashed_depth), (node_kv, _) = results.values()
+    assert hashed_depth >= 3  # root cache + 3 (action, latent) pairs exceeds context_length - 1 = 7: trimmed
+    for a, b in zip(hashed, node_kv):
+        np.testing.assert_array_equal(a.visit_counts, b.visit_counts)
+        np.testing.assert_allclose(a.root_value, b.root_value, rtol=1e-5, atol=1e-5)
