@@ -5,8 +5,9 @@
     where it imports (CPython 3.11). Target: at B=32 ours costs at most 2x the C++ tree per simulation.
 (b) ``--world-model unizero``: LightZero's UniZero world model (vector observations, LightZero's Jericho sizes:
     embed 768, 2 layers) driven through lzero_ext.mcts.unizero_adapter, over consecutive collect steps (initial
-    inference with the previous observation and action, then the search). Targets on one H100: >= 2,500
-    simulations/s at B=16 with 50 simulations, tree bookkeeping < 20% of search time.
+    inference with the previous observation and action, then the search), with LightZero's latent-hash KV caches
+    (UniZeroSearchModel) and with ours per tree node (UniZeroNodeKVSearchModel). Targets on one H100:
+    >= 2,500 simulations/s at B=16 with 50 simulations, tree bookkeeping < 20% of search time.
 
 Examples::
 
@@ -85,17 +86,23 @@ def bench_tree(args) -> list[Row]:
 
 
 def bench_unizero(args) -> list[Row]:
-    from lzero_ext.mcts.unizero_adapter import UniZeroSearchModel, build_unizero_model, unizero_world_model_config
+    from lzero_ext.mcts.unizero_adapter import (
+        UniZeroNodeKVSearchModel,
+        UniZeroSearchModel,
+        build_unizero_model,
+        unizero_world_model_config,
+    )
 
+    adapters = {"hash": UniZeroSearchModel, "node": UniZeroNodeKVSearchModel}
     rows = []
     device = torch.device(args.device)
-    for batch in args.batch_sizes:
+    for batch, kv_mode in [(b, mode) for b in args.batch_sizes for mode in args.kv_cache]:
         wm_cfg = unizero_world_model_config(
             args.num_actions, env_num=batch, num_simulations=args.num_simulations, embed_dim=args.embed_dim,
             num_layers=args.num_layers, num_heads=args.num_heads, device=args.device,
         )
         model = build_unizero_model(args.obs_dim, wm_cfg, seed=0).to(device)
-        adapter = UniZeroSearchModel(model)
+        adapter = adapters[kv_mode](model)
         search = BatchedMCTS(SearchConfig(num_simulations=args.num_simulations))
         rng = np.random.default_rng(0)
         legal = np.ones((batch, args.num_actions), dtype=bool)
@@ -122,7 +129,7 @@ def bench_unizero(args) -> list[Row]:
         search_s = sum(search_times)
         sims = batch * args.num_simulations * len(search_times)
         rows.append(Row(
-            f"UniZero e{args.embed_dim} L{args.num_layers} ({args.device})", batch,
+            f"UniZero e{args.embed_dim} L{args.num_layers}, {kv_mode} KV ({args.device})", batch,
             1000 * search_s / len(search_times), sims / search_s, sum(tree_times) / search_s,
             f"{sims / sum(step_times):.0f} sims/s incl. initial inference",
         ))
@@ -168,6 +175,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed collect steps (unizero)")
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--episode-length", type=int, default=50, help="steps between cache clears (unizero)")
+    parser.add_argument("--kv-cache", nargs="+", choices=["hash", "node"], default=["hash", "node"],
+                        help="UniZero KV caches: LightZero's latent-hash lookup, or ours per tree node")
     parser.add_argument("--embed-dim", type=int, default=768)
     parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--num-heads", type=int, default=8)
