@@ -62,7 +62,7 @@ class CtreeMCTS:
             roots.prepare_no_noise(rewards, logits, to_play)
         min_max = tree.MinMaxStatsList(batch)
         min_max.set_delta(cfg.value_delta_max)
-        latents = _LatentStore(root.latent, cfg.num_simulations + 1)
+        latents = _LatentStore(root.latent, cfg.num_simulations + 1) if model.uses_parent_latents else None
         tree_seconds = model_seconds = 0.0
         for sim in range(cfg.num_simulations):
             t0 = time.perf_counter()
@@ -74,11 +74,12 @@ class CtreeMCTS:
             if not np.array_equal(np.asarray(batch_index), np.arange(batch)):
                 raise RuntimeError("LightZero's tree returned leaves out of root order")
             depth = list(results.get_search_len())
-            parent_latents = latents.gather(parent_nodes)
+            parent_latents = None if latents is None else latents.gather(parent_nodes)
             t1 = time.perf_counter()
             out = model.recurrent_inference(parent_latents, np.asarray(actions, dtype=np.int64), sim, depth, parent_nodes)
             t2 = time.perf_counter()
-            latents.put(sim + 1, out.latent)
+            if latents is not None:
+                latents.put(sim + 1, out.latent)
             tree.batch_backpropagate(
                 sim + 1,
                 cfg.discount_factor,

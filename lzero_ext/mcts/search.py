@@ -88,7 +88,13 @@ class RecurrentOutput:
 
 
 class SearchModel(Protocol):
-    """What the search needs from a world model (see ``unizero_adapter.UniZeroSearchModel``)."""
+    """What the search needs from a world model (see ``unizero_adapter.UniZeroSearchModel``).
+
+    ``uses_parent_latents``: if False the search keeps no latents and passes ``parent_latents=None`` (a model that
+    keeps its own per-node state, e.g. ``UniZeroNodeKVSearchModel``, saves a device gather per simulation).
+    """
+
+    uses_parent_latents: bool
 
     def recurrent_inference(
         self,
@@ -101,7 +107,8 @@ class SearchModel(Protocol):
         """Expand one leaf per root.
 
         Args:
-            parent_latents: ``[B, ...]`` latent of each leaf's parent, as returned earlier by the model (or the root's).
+            parent_latents: ``[B, ...]`` latent of each leaf's parent, as returned earlier by the model (or the root's);
+                None if the model's ``uses_parent_latents`` is False.
             actions: ``[B]`` int64 action taken from the parent.
             simulation_index: 0-based index of this simulation within the search (UniZero keys its caches by it).
             search_depth: per root, the number of edges from the root to the new leaf (UniZero's ``search_depth``).
@@ -254,18 +261,19 @@ class BatchedMCTS:
         path_nodes = np.zeros((batch, num_nodes), dtype=np.int64)
         path_actions = np.zeros((batch, num_nodes), dtype=np.int64)
 
-        latents = _LatentStore(root.latent, num_nodes)
+        latents = _LatentStore(root.latent, num_nodes) if model.uses_parent_latents else None
         tree_seconds = model_seconds = 0.0
         for sim in range(cfg.num_simulations):
             t0 = time.perf_counter()
             leaves = self._select(trees, penalties, path_nodes, path_actions, rng)
-            parent_latents = latents.gather(leaves.parent)
+            parent_latents = None if latents is None else latents.gather(leaves.parent)
             t1 = time.perf_counter()
             out = model.recurrent_inference(
                 parent_latents, leaves.action.copy(), sim, leaves.depth.tolist(), leaves.parent.copy()
             )
             t2 = time.perf_counter()
-            latents.put(sim + 1, out.latent)
+            if latents is not None:
+                latents.put(sim + 1, out.latent)
             self._expand(trees, leaves, sim + 1, out, penalties.inner_mask)
             self._backup(trees, leaves, np.asarray(out.value, dtype=np.float64).reshape(batch), root_reward)
             tree_seconds += (t1 - t0) + (time.perf_counter() - t2)

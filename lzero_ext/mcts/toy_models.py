@@ -18,6 +18,8 @@ class ToyDynamicsModel:
     some root actions clearly better than others.
     """
 
+    uses_parent_latents = True
+
     def __init__(
         self,
         num_actions: int,
@@ -68,6 +70,8 @@ class ToyDynamicsModel:
 
 class TableModel:
     """Returns precomputed random outputs (indexed by simulation), so a search's time is the tree's own cost."""
+
+    uses_parent_latents = True
 
     def __init__(self, batch: int, num_actions: int, num_simulations: int, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)

@@ -50,6 +50,8 @@ class UniZeroSearchModel:
     per-env caches), and B must not exceed the world model's ``env_num``.
     """
 
+    uses_parent_latents = True  # the world model finds each parent's KV cache by hashing its latent
+
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self.world_model = model.world_model
@@ -137,15 +139,18 @@ class UniZeroNodeKVSearchModel(UniZeroSearchModel):
     """Same world-model computation as :class:`UniZeroSearchModel`, with the KV caches kept per tree node.
 
     LightZero finds a parent's KV cache by hashing its latent and copies caches one environment at a time; here the
-    search tells us each leaf's parent node (``parent_nodes``), so every node's KV cache lives in one preallocated
-    device tensor ``[layers, nodes, B, heads, context, head_dim]`` and one simulation needs a handful of batched
-    gathers instead of B hash lookups and per-env copies. The cache arithmetic is LightZero's: align the parents'
-    caches right (zero left padding) to the longest, append the action and latent tokens, shift each env's cache back
-    left, and once a cache reaches ``context_length - 1`` tokens keep tokens ``[2, context_length - 1)`` with the
-    world model's positional-embedding correction. Outputs equal the hashing path's whenever no two nodes share a
-    latent (LightZero's hash cache conflates such nodes; this path does not). Root caches come from the world model's
-    own initial inference. Latents stay on the device.
+    search tells us each leaf's parent node (``parent_nodes``), so every node's keys and values live in one
+    preallocated device tensor ``[2 * layers, nodes, B, heads, context, head_dim]`` and one simulation needs a
+    handful of batched gathers instead of B hash lookups and per-env copies. The cache arithmetic is LightZero's:
+    align the parents' caches right (zero left padding) to the longest, append the action and latent tokens, shift
+    each env's cache back left, and once a cache reaches ``context_length - 1`` tokens keep tokens
+    ``[2, context_length - 1)`` with the world model's positional-embedding correction. Outputs equal the hashing
+    path's whenever no two nodes share a latent (LightZero's hash cache conflates such nodes; this path does not).
+    Root caches come from the world model's own initial inference. It never reads parent latents, so the search
+    does not keep them (``uses_parent_latents = False``).
     """
+
+    uses_parent_latents = False
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__(model)
@@ -157,21 +162,27 @@ class UniZeroNodeKVSearchModel(UniZeroSearchModel):
         self.max_nodes = int(wm.num_simulations) + 1
         if self.context_length <= 2:
             raise ValueError("UniZeroNodeKVSearchModel needs context_length > 2 (a world model that keeps context)")
-        self._keys: torch.Tensor | None = None
-        self._values: torch.Tensor | None = None
+        self._kv_store: torch.Tensor | None = None  # keys of every layer, then values of every layer
         self._sizes: np.ndarray | None = None
         self._kv = None
         self._positions = torch.arange(self.context_length, device=self.device)
+
+    def _pos_emb_correction(self) -> torch.Tensor:
+        """LightZero's positional correction for dropping the first two tokens, stacked like the KV store."""
+        window = (2, self.context_length - 1)
+        keys = [self.world_model.pos_emb_diff_k[layer][window] for layer in range(self.num_layers)]
+        values = [self.world_model.pos_emb_diff_v[layer][window] for layer in range(self.num_layers)]
+        return torch.cat(keys + values, dim=0)[:, None]  # [2 * layers, 1, heads, context - 3, head_dim]
 
     @torch.no_grad()
     def initial_inference(self, obs, last_obs=None, last_actions=None, timesteps=None) -> RootInference:
         roots = super().initial_inference(obs, last_obs, last_actions, timesteps)
         batch = roots.latent.shape[0]
-        shape = (self.num_layers, self.max_nodes, batch, self.num_heads, self.context_length, self.head_dim)
-        if self._keys is None or self._keys.shape != shape:
-            self._keys = torch.zeros(shape, device=self.device)
-            self._values = torch.zeros(shape, device=self.device)
+        shape = (2 * self.num_layers, self.max_nodes, batch, self.num_heads, self.context_length, self.head_dim)
+        if self._kv_store is None or self._kv_store.shape != shape:
+            self._kv_store = torch.zeros(shape, device=self.device)
             self._kv = self.world_model.transformer.generate_empty_keys_values(n=batch, max_tokens=self.context_length)
+        self._correction = self._pos_emb_correction()  # the world model recomputes it after training
         self._sizes = np.zeros((self.max_nodes, batch), dtype=np.int64)
         self._store_root_caches(roots.latent)
         roots.latent = torch.from_numpy(roots.latent).to(self.device)
@@ -187,23 +198,21 @@ class UniZeroNodeKVSearchModel(UniZeroSearchModel):
             if index is None:
                 raise RuntimeError(f"The world model stored no root KV cache for env {env}")
             cache = wm.shared_pool_init_infer[env][index]
-            for layer in range(self.num_layers):
-                self._keys[layer, 0, env] = cache[layer]._k_cache._cache[0]
-                self._values[layer, 0, env] = cache[layer]._v_cache._cache[0]
+            layers = [c._k_cache._cache[0] for c in cache._keys_values] + [c._v_cache._cache[0] for c in cache._keys_values]
+            self._kv_store[:, 0, env] = torch.stack(layers)
             self._sizes[0, env] = cache.size
 
     def _shift(self, cache: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-        """``out[..., b, :, j, :] = cache[..., b, :, j + offset[b], :]``, zero where that index leaves the buffer."""
+        """``out[:, b, :, j, :] = cache[:, b, :, j + offset[b], :]``, zero where that index leaves the buffer."""
         source = self._positions[None, :] + offset[:, None]  # [B, T]
         valid = (source >= 0) & (source < self.context_length)
         index = source.clamp(0, self.context_length - 1)[None, :, None, :, None].expand_as(cache)
-        shifted = torch.gather(cache, 3, index)
-        return shifted * valid[None, :, None, :, None].to(cache.dtype)
+        return torch.gather(cache, 3, index) * valid[None, :, None, :, None]
 
     @torch.no_grad()
     def recurrent_inference(
         self,
-        parent_latents: torch.Tensor,
+        parent_latents: torch.Tensor | None,
         actions: np.ndarray,
         simulation_index: int,
         search_depth: list[int],
@@ -218,39 +227,35 @@ class UniZeroNodeKVSearchModel(UniZeroSearchModel):
                 f"{self.max_nodes - 1}; raise world_model_cfg.num_simulations"
             )
         batch = self._batch
-        env = torch.arange(batch, device=self.device)
-        parents = torch.as_tensor(parent_nodes, device=self.device)
         sizes = self._sizes[parent_nodes, np.arange(batch)]
         max_size = int(sizes.max())
-        pad = torch.as_tensor(max_size - sizes, device=self.device)
-        keys = self._shift(self._keys[:, parents, env], -pad)  # right-align every parent cache at max_size
-        values = self._shift(self._values[:, parents, env], -pad)
+        # One host-to-device copy for all per-root integers: parent node, padding, action.
+        ints = torch.as_tensor(np.stack([parent_nodes, max_size - sizes, np.asarray(actions, dtype=np.int64)]), device=self.device)
+        parents, pad, tokens = ints[0], ints[1], ints[2]
+        env = torch.arange(batch, device=self.device)
+        kv = self._shift(self._kv_store[:, parents, env], -pad)  # right-align every parent cache at max_size
         for layer, layer_cache in enumerate(self._kv._keys_values):
-            layer_cache._k_cache._cache, layer_cache._v_cache._cache = keys[layer], values[layer]
+            layer_cache._k_cache._cache, layer_cache._v_cache._cache = kv[layer], kv[self.num_layers + layer]
             layer_cache._k_cache._size = layer_cache._v_cache._size = max_size
-        reward, latent, policy, value = self._two_token_step(actions, search_depth, sizes)
-        keys = torch.stack([layer_cache._k_cache._cache for layer_cache in self._kv._keys_values])
-        values = torch.stack([layer_cache._v_cache._cache for layer_cache in self._kv._keys_values])
-        self._store_node(node, self._shift(keys, pad), self._shift(values, pad), sizes + 2)
-        scalars = torch.cat([
-            support_logits_to_scalar(reward, self.support_scale)[:, None],
-            support_logits_to_scalar(value, self.support_scale)[:, None],
-            policy.float(),
-        ], dim=1).cpu().numpy().astype(np.float64)
-        return RecurrentOutput(latent=latent, reward=scalars[:, 0], value=scalars[:, 1], policy_logits=scalars[:, 2:])
+        reward, latent, policy, value = self._two_token_step(tokens, search_depth, sizes)
+        # The forward passes appended two tokens to ``kv`` in place (its per-layer slices are the caches).
+        self._store_node(node, self._shift(kv, pad), sizes + 2)
+        support = torch.stack([reward, value], dim=1).reshape(2 * batch, -1)
+        scalars = support_logits_to_scalar(support, self.support_scale).reshape(batch, 2)
+        host = torch.cat([scalars, policy.float()], dim=1).cpu().numpy().astype(np.float64)
+        return RecurrentOutput(latent=latent, reward=host[:, 0], value=host[:, 1], policy_logits=host[:, 2:])
 
-    def _two_token_step(self, actions: np.ndarray, search_depth: list[int], sizes: np.ndarray):
+    def _two_token_step(self, tokens: torch.Tensor, search_depth: list[int], sizes: np.ndarray):
         """The world model's action-token then latent-token forward passes of ``forward_recurrent_inference``.
 
         Positional embeddings of inner nodes use each env's own cache length, which the world model reads from its
         ``keys_values_wm_size_list_current`` attribute (set here as its own recurrent inference does).
         """
         wm = self.world_model
-        tokens = torch.as_tensor(np.asarray(actions, dtype=np.int64), device=self.device).reshape(-1, 1)
         common = dict(past_keys_values=self._kv, kvcache_independent=False, is_init_infer=False,
                       start_pos=self._timesteps, search_depth=search_depth)
         wm.keys_values_wm_size_list_current = sizes.tolist()
-        after_action = wm.forward({"act_tokens": tokens}, **common)
+        after_action = wm.forward({"act_tokens": tokens.reshape(-1, 1)}, **common)
         latent = after_action.logits_observations
         if latent.dim() != 3:
             latent = latent.unsqueeze(1)
@@ -259,21 +264,19 @@ class UniZeroNodeKVSearchModel(UniZeroSearchModel):
         return (after_action.logits_rewards.squeeze(1), latent, after_latent.logits_policy.squeeze(1),
                 after_latent.logits_value.squeeze(1))
 
-    def _store_node(self, node: int, keys: torch.Tensor, values: torch.Tensor, sizes: np.ndarray) -> None:
+    def _store_node(self, node: int, kv: torch.Tensor, sizes: np.ndarray) -> None:
         """Store the new nodes' caches, applying LightZero's context-window trimming where they grew too long."""
         limit = self.context_length - 1
         too_long = sizes >= limit
         if too_long.any():
             keep = limit - 2  # tokens [2, context_length - 1)
             rows = torch.as_tensor(np.flatnonzero(too_long), device=self.device)
-            for layer in range(self.num_layers):
-                for store, diff in ((keys, self.world_model.pos_emb_diff_k), (values, self.world_model.pos_emb_diff_v)):
-                    trimmed = store[layer, rows, :, 2:limit, :] + diff[layer][(2, limit)]
-                    store[layer, rows] = 0.0
-                    store[layer, rows, :, :keep, :] = trimmed
+            trimmed = kv[:, rows, :, 2:limit, :] + self._correction
+            window = torch.zeros_like(kv[:, rows])
+            window[:, :, :, :keep, :] = trimmed
+            kv[:, rows] = window
             sizes = np.where(too_long, keep, sizes)
-        self._keys[:, node] = keys
-        self._values[:, node] = values
+        self._kv_store[:, node] = kv
         self._sizes[node] = sizes
 
 

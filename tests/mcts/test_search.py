@@ -113,6 +113,8 @@ def test_random_tie_breaking_spreads_first_visits_of_a_uniform_model():
     """With all-zero model outputs every choice is a tie; 'first' always takes action 0, 'random' does not."""
 
     class ZeroModel:
+        uses_parent_latents = True
+
         def recurrent_inference(self, parent_latents, actions, simulation_index, search_depth, parent_nodes):
             batch = len(actions)
             return RecurrentOutput(np.zeros((batch, 2)), np.zeros(batch), np.zeros(batch), np.zeros((batch, NUM_ACTIONS)))
@@ -128,6 +130,8 @@ def test_torch_latents_are_stored_and_gathered():
     model = ToyDynamicsModel(NUM_ACTIONS, seed=13)
 
     class TorchModel:
+        uses_parent_latents = True
+
         def recurrent_inference(self, parent_latents, actions, simulation_index, search_depth, parent_nodes):
             assert isinstance(parent_latents, torch.Tensor)
             out = model.recurrent_inference(parent_latents.numpy(), actions, simulation_index, search_depth, parent_nodes)

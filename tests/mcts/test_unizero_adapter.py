@@ -76,6 +76,7 @@ class DepthRecorder:
 
     def __init__(self, inner) -> None:
         self.inner, self.max_depth = inner, 0
+        self.uses_parent_latents = inner.uses_parent_latents
 
     def recurrent_inference(self, parent_latents, actions, simulation_index, search_depth, parent_nodes):
         self.max_depth = max(self.max_depth, max(search_depth))
