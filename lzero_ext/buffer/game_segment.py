@@ -136,7 +136,7 @@ class PriorZeroGameSegment:
         self.history_prefix = history_prefix or HistoryPrefix()
         self.num_own_steps, self.ends_episode, self.arrays, self.text = 0, False, None, None
 
-    def append(self, decision: StepDecision, reward: float, next_observation: StepObservation) -> None:
+    def append(self, decision: StepDecision, reward: float | np.ndarray, next_observation: StepObservation) -> None:
         """Record decision ``t`` at the current last observation, its reward, and observation ``t+1``."""
         self._check_mutable()
         if not self.observations:
@@ -145,7 +145,7 @@ class PriorZeroGameSegment:
             raise RuntimeError(f"Segment already holds segment_length={self.segment_length} steps")
         self._check_decision(decision)
         self.decisions.append(decision)
-        self.rewards.append(float(reward))
+        self.rewards.append(_scalar_reward(reward))
         self.observations.append(next_observation)
         self.num_own_steps += 1
 
@@ -252,6 +252,14 @@ class PriorZeroGameSegment:
             )
 
 
+def _scalar_reward(reward: float | np.ndarray) -> float:
+    """DI-engine envs return rewards as 1-element arrays; store a plain float."""
+    array = np.asarray(reward, dtype=np.float64)
+    if array.size != 1:
+        raise ValueError(f"reward must be a scalar or a 1-element array, got shape {array.shape}")
+    return float(array.reshape(()))
+
+
 def _normalised(visits: np.ndarray) -> np.ndarray:
     """Visit counts or frequencies as a distribution (all-zero stays zero: no policy target for that step)."""
     visits = np.asarray(visits, dtype=np.float32)
@@ -298,7 +306,7 @@ class SegmentBuilder:
         return leftovers
 
     def append(
-        self, decision: StepDecision, reward: float, next_observation: StepObservation, done: bool
+        self, decision: StepDecision, reward: float | np.ndarray, next_observation: StepObservation, done: bool
     ) -> list[PriorZeroGameSegment]:
         if self._current is None:
             raise RuntimeError("SegmentBuilder.append called before reset()")
