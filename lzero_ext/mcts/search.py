@@ -185,23 +185,24 @@ class _Trees:
     """Preallocated statistics of B trees; edge ``(b, node, action)`` holds the child's statistics.
 
     Edge statistics live in one float array ``stats[row, channel, action]`` with ``row = b * num_nodes + node`` and
-    channels (visits, value_sum, reward, prior), so selection gathers a node's children with one fancy index. The
-    flat view has one extra scratch slot that masked-out scatters write to harmlessly.
+    channels (visits, Q, prior, value_sum, reward): selection gathers the first three of a node's children with one
+    fancy index, and the backup keeps ``Q = reward + discount * value_sum / visits`` up to date (0 while unvisited).
+    Per node, ``node_stats[row]`` holds (sum of the children's Q, number of visited children, sum of the children's
+    visits). The flat views have one extra scratch slot/row that masked-out scatters write to harmlessly.
     """
 
-    VISITS, VALUE_SUM, REWARD, PRIOR = range(4)
+    VISITS, Q, PRIOR, VALUE_SUM, REWARD = range(5)
+    NUM_CHANNELS = 5
+    Q_SUM, NUM_VISITED, CHILD_VISITS = range(3)
 
     def __init__(self, batch: int, num_nodes: int, num_actions: int) -> None:
         self.batch, self.num_nodes, self.num_actions = batch, num_nodes, num_actions
         num_rows = batch * num_nodes
-        self.flat = np.zeros(num_rows * 4 * num_actions + 1)
-        self.stats = self.flat[:-1].reshape(num_rows, 4, num_actions)
+        self.flat = np.zeros(num_rows * self.NUM_CHANNELS * num_actions + 1)
+        self.stats = self.flat[:-1].reshape(num_rows, self.NUM_CHANNELS, num_actions)
         self.scratch = self.flat.size - 1
         self.child = np.full((num_rows, num_actions), -1, dtype=np.int64)
-        # Per node (row): sum of its children's visits and number of visited children, kept up to date by the
-        # backup so selection needs no reductions for them. One extra scratch row for masked-out scatters.
-        self.child_visits = np.zeros(num_rows + 1)
-        self.num_visited = np.zeros(num_rows + 1)
+        self.node_stats = np.zeros((num_rows + 1, 3))
         self.scratch_row = num_rows
         self.root_visits = np.ones(batch)  # LightZero counts one visit when preparing the root
         self.root_value_sum = np.zeros(batch)
@@ -210,7 +211,7 @@ class _Trees:
         self.row_base = np.arange(batch, dtype=np.int64) * num_nodes
 
     def flat_index(self, rows: np.ndarray, channel: int, actions: np.ndarray) -> np.ndarray:
-        return rows * (4 * self.num_actions) + channel * self.num_actions + actions
+        return rows * (self.NUM_CHANNELS * self.num_actions) + channel * self.num_actions + actions
 
     def root_stats(self, channel: int) -> np.ndarray:
         return self.stats[self.row_base, channel]
@@ -305,8 +306,9 @@ class BatchedMCTS:
         # The min-max bounds do not change during selection: precompute each root's normalisation.
         delta = trees.q_max - trees.q_min
         has_range = delta > 0
-        inv_scale_all = np.where(has_range, 1.0 / np.maximum(np.where(has_range, delta, 1.0), cfg.value_delta_max), 1.0)
-        offset_all = np.where(has_range, trees.q_min, 0.0)
+        norm = np.empty((batch, 2))  # (offset, 1 / scale) per root
+        norm[:, 0] = np.where(has_range, trees.q_min, 0.0)
+        norm[:, 1] = np.where(has_range, 1.0 / np.maximum(np.where(has_range, delta, 1.0), cfg.value_delta_max), 1.0)
         random_ties = cfg.tie_break == "random"
         leaf_parent = np.zeros(batch, dtype=np.int64)
         leaf_action = np.zeros(batch, dtype=np.int64)
@@ -317,22 +319,21 @@ class BatchedMCTS:
         parent_q = np.zeros(batch)
         depth = 0
         while active.size:
-            stats = trees.stats[rows]
-            visits, value_sum = stats[:, _Trees.VISITS], stats[:, _Trees.VALUE_SUM]
+            stats = trees.stats[rows, :3]
+            visits, q = stats[:, _Trees.VISITS], stats[:, _Trees.Q]
             visited = visits > 0
-            q = stats[:, _Trees.REWARD] + gamma * value_sum / np.maximum(visits, 1.0)
-            q *= visited
-            q_sum = q.sum(axis=1)
-            n_visited = trees.num_visited[rows]
+            node_stats = trees.node_stats[rows]
+            q_sum, n_visited = node_stats[:, _Trees.Q_SUM], node_stats[:, _Trees.NUM_VISITED]
             if depth == 0:
                 mean_q = np.where(n_visited > 0, q_sum / np.maximum(n_visited, 1), parent_q)
             else:
                 mean_q = (parent_q + q_sum) / (n_visited + 1)
-            pb_c = self._pb_c_table[trees.child_visits[rows].astype(np.int64)]
+            pb_c = self._pb_c_table[node_stats[:, _Trees.CHILD_VISITS].astype(np.int64)]
             score = pb_c[:, None] * stats[:, _Trees.PRIOR] / (visits + 1)
             value_score = np.where(visited, q, mean_q[:, None])
-            value_score -= offset_all[active, None]
-            value_score *= inv_scale_all[active, None]
+            root_norm = norm[active]
+            value_score -= root_norm[:, :1]
+            value_score *= root_norm[:, 1:]
             np.maximum(value_score, 0.0, out=value_score)
             score += np.minimum(value_score, 1.0, out=value_score)
             penalty = penalties.at(depth, active)
@@ -369,7 +370,7 @@ class BatchedMCTS:
             raise ValueError(f"Model policy_logits must be [B, A]={batch, trees.num_actions}, got {logits.shape}")
         parent_rows = trees.row_base + leaves.parent
         trees.child[parent_rows, leaves.action] = node_index
-        trees.num_visited[parent_rows] += 1  # the leaf edge gets its first visit in this simulation's backup
+        trees.node_stats[parent_rows, _Trees.NUM_VISITED] += 1  # the leaf edge gets its first visit in this backup
         reward_index = trees.flat_index(parent_rows, _Trees.REWARD, leaves.action)
         trees.flat[reward_index] = np.asarray(out.reward, dtype=np.float64).reshape(batch)
         if inner_mask is None:
@@ -380,32 +381,39 @@ class BatchedMCTS:
         trees.stats[trees.row_base + node_index, _Trees.PRIOR] = prior
 
     def _backup(self, trees: _Trees, leaves: _Leaves, leaf_value: np.ndarray, root_reward: np.ndarray) -> None:
-        """Add the discounted return to every edge on each path and update the min-max bounds, all paths at once."""
+        """Add the discounted return to every edge on each path and update Q, node sums and min-max bounds."""
         gamma = self.cfg.discount_factor
+        num_actions = trees.num_actions
         max_depth = int(leaves.depth.max())
-        levels = np.arange(max_depth)
-        on_path = levels[None, :] < leaves.depth[:, None]  # [B, D]
+        on_path = np.arange(max_depth)[None, :] < leaves.depth[:, None]  # [B, D]
         rows = trees.row_base[:, None] + leaves.path_nodes[:, :max_depth]
         visit_index = np.where(on_path, trees.flat_index(rows, _Trees.VISITS, leaves.path_actions[:, :max_depth]), trees.scratch)
-        value_index = visit_index + np.where(on_path, trees.num_actions, 0)
-        reward = np.where(on_path, trees.flat[visit_index + np.where(on_path, 2 * trees.num_actions, 0)], 0.0)
+
+        def channel(ch: int) -> np.ndarray:
+            return visit_index + np.where(on_path, ch * num_actions, 0)
+
+        reward = np.where(on_path, trees.flat[channel(_Trees.REWARD)], 0.0)
         # Discounted return seen by the edge at each level: G_d = r_{d+1} + gamma * G_{d+1}, G_leaf = value.
         bootstrap = np.empty_like(reward)
         carry = leaf_value.copy()
         for level in range(max_depth - 1, -1, -1):
-            at_leaf = leaves.depth == level + 1
             if level + 1 < max_depth:
-                carry = np.where(at_leaf, leaf_value, reward[:, level + 1] + gamma * carry)
+                carry = np.where(leaves.depth == level + 1, leaf_value, reward[:, level + 1] + gamma * carry)
             bootstrap[:, level] = carry
-        trees.child_visits[np.where(on_path, rows, trees.scratch_row)] += 1.0
+        value_index = channel(_Trees.VALUE_SUM)
         value_sum = trees.flat[value_index] + bootstrap
         visits = trees.flat[visit_index] + 1.0
+        q = reward + gamma * value_sum / visits
         trees.flat[value_index] = value_sum
         trees.flat[visit_index] = visits
-        q = reward + gamma * value_sum / visits
+        trees.flat[channel(_Trees.Q)] = q
+        trees.flat[trees.scratch] = 0.0
+        path_rows = np.where(on_path, rows, trees.scratch_row)
+        trees.node_stats[path_rows, _Trees.CHILD_VISITS] += 1.0
+        trees.node_stats[path_rows, _Trees.Q_SUM] = trees.stats[np.minimum(path_rows, trees.scratch_row - 1), _Trees.Q].sum(axis=-1)
+        trees.node_stats[trees.scratch_row] = 0.0
         np.minimum(trees.q_min, np.where(on_path, q, np.inf).min(axis=1), out=trees.q_min)
         np.maximum(trees.q_max, np.where(on_path, q, -np.inf).max(axis=1), out=trees.q_max)
-        trees.flat[trees.scratch] = 0.0
         trees.root_value_sum += reward[:, 0] + gamma * bootstrap[:, 0]
         trees.root_visits += 1
         root_q = root_reward + gamma * trees.root_value_sum / trees.root_visits
