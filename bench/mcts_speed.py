@@ -101,7 +101,7 @@ def bench_unizero(args) -> list[Row]:
             args.num_actions, env_num=batch, num_simulations=args.num_simulations, embed_dim=args.embed_dim,
             num_layers=args.num_layers, num_heads=args.num_heads, device=args.device,
         )
-        model = build_unizero_model(args.obs_dim, wm_cfg, seed=0).to(device)
+        model = build_unizero_model(args.obs_dim, wm_cfg, seed=0, randomize_heads=args.head_init == "random").to(device)
         adapter = adapters[kv_mode](model)
         search = BatchedMCTS(SearchConfig(num_simulations=args.num_simulations))
         rng = np.random.default_rng(0)
@@ -129,7 +129,7 @@ def bench_unizero(args) -> list[Row]:
         search_s = sum(search_times)
         sims = batch * args.num_simulations * len(search_times)
         rows.append(Row(
-            f"UniZero e{args.embed_dim} L{args.num_layers}, {kv_mode} KV ({args.device})", batch,
+            f"UniZero e{args.embed_dim} L{args.num_layers}, {args.head_init} heads, {kv_mode} KV ({args.device})", batch,
             1000 * search_s / len(search_times), sims / search_s, sum(tree_times) / search_s,
             f"{sims / sum(step_times):.0f} sims/s incl. initial inference",
         ))
@@ -177,6 +177,9 @@ def main() -> None:
     parser.add_argument("--episode-length", type=int, default=50, help="steps between cache clears (unizero)")
     parser.add_argument("--kv-cache", nargs="+", choices=["hash", "node"], default=["hash", "node"],
                         help="UniZero KV caches: LightZero's latent-hash lookup, or ours per tree node")
+    parser.add_argument("--head-init", choices=["random", "zero"], default="random",
+                        help="'zero': LightZero's init (uniform priors, zero values, one shared next latent: wide "
+                             "shallow trees); 'random': re-drawn head outputs (confident priors: deep narrow trees)")
     parser.add_argument("--embed-dim", type=int, default=768)
     parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--num-heads", type=int, default=8)
