@@ -9,8 +9,10 @@ counts on the same model outputs (``tests/mcts/test_parity_ctree.py``):
 * pUCT: ``score(a) = prior(a) * (log((N + c_base + 1) / c_base) + c_init) * sqrt(N) / (1 + n(a)) + norm(Q(a))``
   where ``N`` is the sum of the children's visits (so a freshly expanded node's first choice ignores the prior,
   as in LightZero and MuZero's pseudocode), ``Q(a) = r(a) + discount * V(child)``, unvisited children take the
-  parent's mean Q, and ``norm`` is min-max normalisation over all Q seen in this root's tree (range at least
-  ``value_delta_max``), clipped to [0, 1].
+  parent's mean Q (at the root: the mean Q of its visited children; below: ``(parent's mean Q + sum of visited
+  Q) / (visited + 1)``), and ``norm`` is min-max normalisation over all Q seen in this root's tree (range at least
+  ``value_delta_max``), clipped to [0, 1]. Exact ties are broken at random (``tie_break='random'``, like
+  LightZero's ``rand()``) or by lowest index (``'first'``, used for the parity tests).
 * Backup: along the path from leaf to root, ``value_sum += G; G = r + discount * G``; the root starts with one visit
   and zero value sum, so ``root_value = value_sum / (num_simulations + 1)`` exactly as LightZero reports it.
 * Root priors are the softmax of the caller's logits over legal actions; Dirichlet noise (collect only) is mixed
