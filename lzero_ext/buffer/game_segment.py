@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -229,12 +229,29 @@ class PriorZeroGameSegment:
         return observations[start:], actions[start:], rewards[start:]
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: copy.deepcopy(v) for k, v in self.__dict__.items()}
+        """Plain containers (dicts, lists, numpy arrays, str) of a finalised segment, for checkpoints."""
+        if self.arrays is None or self.text is None:
+            raise RuntimeError("Only finalized segments (those in the buffer) can be saved")
+        return dict(  # asdict deep-copies the fields
+            action_space_size=self.action_space_size,
+            segment_length=self.segment_length,
+            pad_length=self.pad_length,
+            num_own_steps=self.num_own_steps,
+            ends_episode=self.ends_episode,
+            history_prefix=asdict(self.history_prefix),
+            arrays=asdict(self.arrays),
+            text=asdict(self.text),
+        )
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> "PriorZeroGameSegment":
-        segment = cls.__new__(cls)
-        segment.__dict__.update(copy.deepcopy(dict(state)))
+        state = copy.deepcopy(dict(state))
+        segment = cls(state['action_space_size'], state['segment_length'], state['pad_length'])
+        segment.num_own_steps = int(state['num_own_steps'])
+        segment.ends_episode = bool(state['ends_episode'])
+        segment.history_prefix = HistoryPrefix(**state['history_prefix'])
+        segment.arrays = _SegmentArrays(**state['arrays'])
+        segment.text = _SegmentText(**state['text'])
         return segment
 
     # ------------------------------------------------------------------ checks
