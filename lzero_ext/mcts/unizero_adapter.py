@@ -235,8 +235,11 @@ class UniZeroNodeKVSearchModel(UniZeroSearchModel):
         sizes = self._sizes[parent_nodes, np.arange(batch)]
         max_size = int(sizes.max())
         # One host-to-device copy for all per-root integers: parent node, padding, action.
-        ints = np.stack([parent_nodes, max_size - sizes, np.asarray(actions, dtype=np.int64), sizes])
-        parents, pad, tokens, sizes_on_device = torch.as_tensor(ints, device=self.device)
+        new_sizes = sizes + 2
+        too_long = new_sizes >= self.context_length - 1
+        # One host-to-device copy, before any kernel, for every per-root integer of this step: no mid-step syncs.
+        ints = np.stack([parent_nodes, max_size - sizes, np.asarray(actions, dtype=np.int64), sizes, too_long])
+        parents, pad, tokens, sizes_on_device, too_long_on_device = torch.as_tensor(ints, device=self.device)
         env = torch.arange(batch, device=self.device)
         kv = self._shift(self._kv_store[:, parents, env], -pad)  # right-align every parent cache at max_size
         for layer, layer_cache in enumerate(self._kv._keys_values):
@@ -244,7 +247,7 @@ class UniZeroNodeKVSearchModel(UniZeroSearchModel):
             layer_cache._k_cache._size = layer_cache._v_cache._size = max_size
         reward, latent, policy, value = self._two_token_step(tokens, sizes_on_device, max_size)
         # The forward passes appended two tokens to ``kv`` in place (its per-layer slices are the caches).
-        self._store_node(node, self._shift(kv, pad), sizes + 2)
+        self._store_node(node, self._shift(kv, pad), new_sizes, too_long, too_long_on_device)
         support = torch.stack([reward, value], dim=1).reshape(2 * batch, -1)
         scalars = support_logits_to_scalar(support, self.support_scale).reshape(batch, 2)
         host = torch.cat([scalars, policy.float()], dim=1).cpu().numpy().astype(np.float64)
@@ -269,20 +272,18 @@ class UniZeroNodeKVSearchModel(UniZeroSearchModel):
         value = wm.head_value(x, num_steps=1, prev_steps=max_size + 1)
         return reward.squeeze(1), latent, policy.squeeze(1), value.squeeze(1)
 
-    def _store_node(self, node: int, kv: torch.Tensor, sizes: np.ndarray) -> None:
+    def _store_node(
+        self, node: int, kv: torch.Tensor, sizes: np.ndarray, too_long: np.ndarray, too_long_on_device: torch.Tensor
+    ) -> None:
         """Store the new nodes' caches, applying LightZero's context-window trimming where they grew too long."""
         limit = self.context_length - 1
-        too_long = sizes >= limit
+        keep = limit - 2  # tokens [2, context_length - 1) survive, shifted to the front
         if too_long.any():
-            keep = limit - 2  # tokens [2, context_length - 1)
-            rows = torch.as_tensor(np.flatnonzero(too_long), device=self.device)
-            trimmed = kv[:, rows, :, 2:limit, :] + self._correction
-            window = torch.zeros_like(kv[:, rows])
-            window[:, :, :, :keep, :] = trimmed
-            kv[:, rows] = window
-            sizes = np.where(too_long, keep, sizes)
+            window = torch.zeros_like(kv)
+            window[:, :, :, :keep, :] = kv[:, :, :, 2:limit, :] + self._correction
+            kv = torch.where(too_long_on_device.bool()[None, :, None, None, None], window, kv)
         self._kv_store[:, node] = kv
-        self._sizes[node] = sizes
+        self._sizes[node] = np.where(too_long, keep, sizes)
 
 
 def unizero_world_model_config(
