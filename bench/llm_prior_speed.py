@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import transformers
 
+from lzero_ext.llm.fused_ops import fuse_norms_and_mlp
 from lzero_ext.llm.scoring import naive_score_candidate_ids, score_candidate_ids
 
 SHAPES = {
@@ -113,7 +114,7 @@ def time_call(fn, device: torch.device, warmup: int, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def bench_scoring(model, shape: str, device: torch.device, args, rng) -> list[Row]:
+def bench_scoring(model, shape: str, device: torch.device, args, rng, suffix: str = "", naive: bool = True) -> list[Row]:
     rows = []
     for prompt_tokens in args.prompt_tokens:
         for states in args.states:
@@ -122,7 +123,7 @@ def bench_scoring(model, shape: str, device: torch.device, args, rng) -> list[Ro
             methods = {
                 mode: lambda mode=mode: score_candidate_ids(model, prompts, cands, mode=mode) for mode in args.modes
             }
-            if not args.no_naive:
+            if naive and not args.no_naive:
                 methods["naive"] = lambda: naive_score_candidate_ids(
                     model, prompts, cands, max_sequences_per_forward=args.naive_chunk
                 )
@@ -133,8 +134,11 @@ def bench_scoring(model, shape: str, device: torch.device, args, rng) -> list[Ro
                     timings[method] = time_call(fn, device, 1, repeats)
             for method, seconds in timings.items():
                 flops = scoring_flops(model, prompts, cands, naive=method == "naive")
-                speedup = timings["naive"] / seconds if "naive" in timings and method != "naive" else None
-                rows.append(Row(str(device), shape, prompt_tokens, states, method, states / seconds,
+                baseline = timings.get("naive") or naive_seconds.get((prompt_tokens, states))
+                speedup = baseline / seconds if baseline and method != "naive" else None
+                if method == "naive":
+                    naive_seconds[(prompt_tokens, states)] = seconds
+                rows.append(Row(str(device), shape, prompt_tokens, states, method + suffix, states / seconds,
                                 n_cands / seconds, flops / seconds / 1e12, speedup))
                 print(f"progress: {rows[-1]}", file=sys.stderr, flush=True)
             if device.type == "cuda":
@@ -142,7 +146,10 @@ def bench_scoring(model, shape: str, device: torch.device, args, rng) -> list[Ro
     return rows
 
 
-def bench_training_gpu(model, shape: str, device: torch.device, args, rng) -> list[Row]:
+naive_seconds: dict[tuple[int, int], float] = {}  # per (prompt tokens, states) of the current shape
+
+
+def bench_training_gpu(model, shape: str, device: torch.device, args, rng, suffix: str = "") -> list[Row]:
     """Forward + backward of the shared-prefix scorer (the trainer's dominant cost), bf16, no optimiser."""
     rows = []
     model.requires_grad_(True)
@@ -151,13 +158,13 @@ def bench_training_gpu(model, shape: str, device: torch.device, args, rng) -> li
         prompts, cands = make_batch(rng, model.config.vocab_size, states, prompt_tokens, args.candidates)
 
         def step():
-            scores = score_candidate_ids(model, prompts, cands)
+            scores = score_candidate_ids(model, prompts, cands, mode=args.modes[0])
             torch.stack([torch.log_softmax(s, 0)[0] for s in scores]).sum().backward()
             model.zero_grad(set_to_none=True)
 
         seconds = time_call(step, device, 1, args.repeats)
         flops = 3 * scoring_flops(model, prompts, cands, naive=False)
-        rows.append(Row(str(device), shape, prompt_tokens, states, "train fwd+bwd", states / seconds,
+        rows.append(Row(str(device), shape, prompt_tokens, states, f"train fwd+bwd ({args.modes[0]})" + suffix, states / seconds,
                         states * args.candidates / seconds, flops / seconds / 1e12))
     model.requires_grad_(False)
     return rows
@@ -195,7 +202,7 @@ def agreement_check(shape: str, device: torch.device, rng) -> str:
     with torch.inference_mode():
         naive = naive_score_candidate_ids(model, prompts, cands)
         diffs = []
-        for mode in ("prefix_cache", "packed"):
+        for mode in ("lean", "prefix_cache", "packed"):
             shared = score_candidate_ids(model, prompts, cands, mode=mode)
             diffs.append(f"{mode} {max((a - b).abs().max().item() for a, b in zip(shared, naive)):.2e}")
     return f"fp32 agreement with naive ({shape} widths, 2 layers, 4 x 512 tokens): " + ", ".join(diffs)
@@ -226,7 +233,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--prompt-tokens", nargs="+", type=int, default=None)
     parser.add_argument("--states", nargs="+", type=int, default=None, help="states per batch")
     parser.add_argument("--candidates", type=int, default=20)
-    parser.add_argument("--modes", nargs="+", default=["prefix_cache", "packed"], help="shared-prefix layouts")
+    parser.add_argument("--modes", nargs="+", default=["lean", "prefix_cache", "packed"], help="shared-prefix layouts")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--naive-repeats", type=int, default=3)
     parser.add_argument("--naive-chunk", type=int, default=64, help="sequences per forward in naive scoring")
@@ -235,6 +242,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--trainer-samples", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--fused", action="store_true", help="also time with lzero_ext.llm.fused_ops (RMSNorm, SwiGLU)")
     parser.add_argument("--no-check", action="store_true", help="skip the fp32 shared-vs-naive agreement check")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     return parser.parse_args()
@@ -265,9 +273,15 @@ def main() -> None:
             model = model.to(device).eval()
         else:
             model = build_random_model(shape, device)
+        naive_seconds.clear()
         rows += bench_scoring(model, shape, device, args, rng)
         if on_gpu and not args.no_trainer:
             rows += bench_training_gpu(model, shape, device, args, rng)
+        if args.fused:
+            fuse_norms_and_mlp(model)
+            rows += bench_scoring(model, shape, device, args, rng, suffix="+fused", naive=False)
+            if on_gpu and not args.no_trainer:
+                rows += bench_training_gpu(model, shape, device, args, rng, suffix="+fused")
         del model
         if on_gpu:
             torch.cuda.empty_cache()

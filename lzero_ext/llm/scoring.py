@@ -8,8 +8,10 @@ in fp32. The shared-prefix scorer encodes each prompt once and scores all of its
   KV cache; a block mask lets each candidate token see the real prompt tokens and the earlier tokens of its own
   candidate only, and position ids restart at the prompt length for every candidate.
 * ``mode="packed"``: the same layout in one forward pass over ``prompt + packed candidates`` with a 4D block mask.
+* ``mode="lean"``: the prefix-cache layout run by :mod:`lzero_ext.llm.lean_forward`, a lean re-implementation of
+  the Qwen2/Llama decoder forward on the model's own modules (less Python overhead, GQA-native flash prefill).
 
-Both need eager or sdpa attention (custom masks). Logits are computed only at the positions that predict candidate
+The HF-forward modes need eager or sdpa attention (custom masks). Logits are computed only at the positions that predict candidate
 tokens (the last prompt token is shared by every candidate's first token), never over the whole prompt.
 ``naive_score_candidates`` scores one full sequence per candidate, for tests and benchmarks.
 
@@ -28,7 +30,9 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-SCORING_MODES = ("prefix_cache", "packed")
+from lzero_ext.llm.lean_forward import check_lean_support, lean_continue, lean_prefill
+
+SCORING_MODES = ("prefix_cache", "packed", "lean")
 _LOGIT_CHUNK_ROWS = 1024
 
 
@@ -118,7 +122,10 @@ def score_candidate_ids(
     if mode not in SCORING_MODES:
         raise ValueError(f"Unknown scoring mode {mode!r}; choose one of {SCORING_MODES}")
     _check_inputs(model, prompt_ids, candidate_ids)
-    _check_attention_supports_masks(model)
+    if mode == "lean":
+        check_lean_support(model)
+    else:
+        _check_attention_supports_masks(model)
     sizes = [len(p) + sum(len(c) for c in cands) for p, cands in zip(prompt_ids, candidate_ids)]
     order = sorted(range(len(prompt_ids)), key=lambda index: -sizes[index])
     step = max_states_per_forward or len(order) or 1
@@ -324,7 +331,13 @@ def _score_layout(model, layout: _PackedLayout, length_normalize: bool, mode: st
     continuation_mask = _continuation_mask(layout)
     last_prompt = layout.prompt_lengths - 1
     state_index = torch.arange(batch, device=layout.prompt_ids.device)
-    if mode == "prefix_cache":
+    final_norm = None
+    if mode == "lean":
+        prompt_hidden, prompt_cache = lean_prefill(model, layout.prompt_ids)
+        prompt_end_hidden = prompt_hidden[state_index, last_prompt]
+        continuation_hidden = lean_continue(model, layout.continuation_ids, positions, prompt_cache, continuation_mask)
+        final_norm = decoder.norm  # the lean forward leaves it to us: apply it to the needed rows only
+    elif mode == "prefix_cache":
         # Right padding + causal attention leaves the real prompt tokens exact; the pads are masked out below.
         cache = DynamicCache()
         cache_keyword = _cache_keyword(decoder)
@@ -356,6 +369,8 @@ def _score_layout(model, layout: _PackedLayout, length_normalize: bool, mode: st
         continuation_hidden = hidden[:, prompt_width:]
     rest_hidden = continuation_hidden[layout.rest_row, layout.rest_col]
     hidden_rows = torch.cat([prompt_end_hidden, rest_hidden])
+    if final_norm is not None:
+        hidden_rows = final_norm(hidden_rows)
     rows = torch.cat([layout.first_state, batch + torch.arange(len(layout.rest_row), device=hidden_rows.device)])
     targets = torch.cat([layout.first_target, layout.rest_target])
     token_logprobs = _token_logprobs(model, hidden_rows, rows, targets)

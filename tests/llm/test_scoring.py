@@ -39,7 +39,7 @@ def _assert_close(got: list[torch.Tensor], expected: list[torch.Tensor]) -> None
     assert max((g - e).abs().max().item() for g, e in zip(got, expected)) <= 1e-4
 
 
-@pytest.mark.parametrize("mode", ["prefix_cache", "packed"])
+@pytest.mark.parametrize("mode", ["prefix_cache", "packed", "lean"])
 @pytest.mark.parametrize("length_normalize", [False, True])
 def test_shared_prefix_matches_naive_on_tiny_model(tiny_model, tiny_tokenizer, mode, length_normalize):
     with torch.no_grad():
@@ -51,7 +51,7 @@ def test_shared_prefix_matches_naive_on_tiny_model(tiny_model, tiny_tokenizer, m
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
-@pytest.mark.parametrize("mode", ["prefix_cache", "packed"])
+@pytest.mark.parametrize("mode", ["prefix_cache", "packed", "lean"])
 def test_shared_prefix_matches_naive_on_random_qwen2(tiny_tokenizer, attn_implementation, mode):
     model = _random_qwen2(len(tiny_tokenizer), attn_implementation)
     with torch.no_grad():
@@ -67,10 +67,12 @@ def test_micro_batching_keeps_order_and_values(tiny_model, tiny_tokenizer):
     _assert_close(one_by_one, together)
 
 
-def test_gradients_match_naive(tiny_tokenizer):
+@pytest.mark.parametrize("mode", ["prefix_cache", "lean"])
+def test_gradients_match_naive(tiny_tokenizer, mode):
     model = _random_qwen2(len(tiny_tokenizer), "sdpa")
     weight = model.model.layers[0].self_attn.q_proj.weight
-    torch.stack([s.sum() for s in score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES)]).sum().backward()
+    scores = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, mode=mode)
+    torch.stack([s.sum() for s in scores]).sum().backward()
     shared_grad = weight.grad.clone()
     weight.grad = None
     torch.stack([s.sum() for s in naive_score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES)]).sum().backward()
@@ -102,8 +104,36 @@ def test_token_ids_outside_the_model_vocabulary_are_rejected(tiny_tokenizer):
         score_candidate_ids(small, [[1, 2, 3]], [[[5, 150]]])
 
 
+def test_lean_mode_on_a_llama_model_and_rejects_sliding_windows(tiny_tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(3)
+    llama = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tiny_tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1,
+    )).eval()
+    with torch.no_grad():
+        _assert_close(score_candidates(llama, tiny_tokenizer, PROMPTS, CANDIDATES, mode="lean"),
+                      naive_score_candidates(llama, tiny_tokenizer, PROMPTS, CANDIDATES))
+    qwen = _random_qwen2(len(tiny_tokenizer), "sdpa")
+    qwen.model.layers[1].self_attn.sliding_window = 16
+    with pytest.raises(ValueError, match="sliding-window"):
+        score_candidates(qwen, tiny_tokenizer, PROMPTS, CANDIDATES, mode="lean")
+
+
 def test_attention_without_custom_masks_is_rejected(tiny_tokenizer):
     model = _random_qwen2(len(tiny_tokenizer), "sdpa")
     model.config._attn_implementation = "flash_attention_2"
     with pytest.raises(ValueError, match="attn_implementation"):
         score_candidates(model, tiny_tokenizer, PROMPTS[:1], CANDIDATES[:1])
+
+
+def test_fused_norm_and_mlp_forward_gives_the_same_scores(tiny_tokenizer):
+    from lzero_ext.llm.fused_ops import fuse_norms_and_mlp
+
+    model = _random_qwen2(len(tiny_tokenizer), "sdpa")
+    with torch.no_grad():
+        before = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES)
+        assert fuse_norms_and_mlp(model) == 3 * 2 + 1 + 3  # two norms per layer, final norm, one MLP per layer
+        after = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES)
+    _assert_close(after, before)
