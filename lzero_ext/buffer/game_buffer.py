@@ -115,13 +115,17 @@ class PriorZeroGameBuffer:
         llm_require_prior=True,
         # (int) Seed of the buffer's sampling RNG.
         seed=0,
+        # DI-engine's create_config / compile_config fill these; accepted, unused.
+        import_names=['lzero_ext.buffer.game_buffer'],
+        cfg_type=None,
     )
 
     @classmethod
     def default_config(cls) -> EasyDict:
         return EasyDict(copy.deepcopy(cls.config))
 
-    def __init__(self, cfg: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, cfg: Mapping[str, Any] | None = None, tb_logger: Any = None,
+                 exp_name: str = 'default_experiment', instance_name: str = 'buffer') -> None:
         self._cfg = merge_strict(self.default_config(), cfg, where="replay_buffer")
         for key in ('num_unroll_steps', 'td_steps', 'capacity_transitions', 'action_space_size'):
             if self._cfg[key] < 1:
@@ -164,6 +168,16 @@ class PriorZeroGameBuffer:
         while len(self._segments) > 1 and total > self._cfg.capacity_transitions:
             total -= self._segments.pop(0).num_own_steps
             self._segment_ids.pop(0)
+
+    # ------------------------------------------------------------------ DI-engine serial-pipeline interface
+    def push(self, data: Sequence[PriorZeroGameSegment], cur_collector_envstep: int = -1) -> None:
+        """DI-engine's ``push``: the collector's output is a list of finished segments."""
+        self.push_game_segments(data)
+
+    def sample(self, batch_size: int, train_iter: int = 0) -> "PriorZeroGameBuffer | None":
+        """DI-engine's ``sample``: the learner samples aligned windows and LLM examples itself (it needs its target
+        network for value targets), so this returns the buffer, or ``None`` while it is empty."""
+        return self if self.get_num_of_transitions() > 0 else None
 
     def get_num_of_transitions(self) -> int:
         return int(self._cum_steps[-1]) if len(self._cum_steps) else 0

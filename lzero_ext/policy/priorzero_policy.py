@@ -29,11 +29,11 @@ from ding.policy.command_mode_policy_instance import DummyCommandModePolicy
 from ding.utils import POLICY_REGISTRY
 from easydict import EasyDict
 
-from lzero_ext.buffer.game_buffer import PriorZeroGameBuffer, WorldModelBatch
+from lzero_ext.buffer.game_buffer import PriorZeroGameBuffer
 from lzero_ext.buffer.game_segment import StepDecision, StepObservation
 from lzero_ext.llm.prior import LLMPrior, TransformersPrior, build_prior
 from lzero_ext.llm.trainer import LLMTrainer
-from lzero_ext.llm.types import LLMSample, PriorRequest, Turn
+from lzero_ext.llm.types import PriorRequest, Turn
 from lzero_ext.mcts.root_prior import RootPriorMixer
 from lzero_ext.mcts.search import BatchedMCTS, SearchConfig, SearchOutput, select_action
 from lzero_ext.mcts.unizero_adapter import UniZeroSearchModel
@@ -81,14 +81,6 @@ class ActStats:
             metrics['perf/mcts_tree_fraction'] = self.tree_seconds / max(self.search_seconds, 1e-9)
         self.__init__()
         return metrics
-
-
-@dataclass
-class TrainData:
-    """What DI-engine's serial pipeline hands to ``_forward_learn``: a world-model batch and LLM samples."""
-
-    world_model: WorldModelBatch
-    llm: list[LLMSample]
 
 
 @POLICY_REGISTRY.register('priorzero')
@@ -381,11 +373,11 @@ class PriorZeroPolicy(Policy):
         """Refresh the world model's inference caches after its weights changed (as UniZero does)."""
         self._wm_learner.after_training_burst()
 
-    def _forward_learn(self, data: TrainData) -> dict[str, float]:
-        """DI-engine learner entry: one world-model update and, when LLM training is on, one LLM update."""
-        metrics = self._wm_learner.train_step(data.world_model)
-        if self._llm_trainer is not None and data.llm:
-            metrics.update(self._llm_trainer.train_step(data.llm))
+    def _forward_learn(self, data: PriorZeroGameBuffer) -> dict[str, float]:
+        """DI-engine learner entry (``ding -m serial``): one world-model update and, when the LLM trains, one LLM
+        update. The buffer's ``sample`` hands over the buffer itself, since both learners sample their own batches."""
+        metrics = self.train_world_model(data)
+        metrics.update(self.train_llm(data))
         self.after_training_burst()
         return metrics
 

@@ -66,8 +66,9 @@ class PriorZeroEvaluator:
         ablations=False,
         # (int) Past turns kept per env for the LLM prompt.
         history_length=4,
-        # (float) Stop training (DI-engine serial pipeline) once the mean return reaches this.
-        stop_value=float('inf'),
+        # (float|None) Stop training (DI-engine serial pipeline) once the mean return reaches this; None: never.
+        # (DI-engine's compile_config copies env.stop_value here.)
+        stop_value=None,
         # (int) DI-engine serial pipeline: stop after this many train iterations (the pipeline's own bound is
         # only the CLI's --train-iter); the evaluator forces a final evaluation there and reports stop.
         max_train_iter=int(1e10),
@@ -160,7 +161,8 @@ class PriorZeroEvaluator:
         if self._tb_logger is not None:
             for key, value in metrics.items():
                 self._tb_logger.add_scalar(f'{self._instance_name}/{key}', value, train_iter)
-        stop = metrics['evals/reward_mean'] >= self._cfg.stop_value or train_iter >= self._cfg.max_train_iter
+        reached = self._cfg.stop_value is not None and metrics['evals/reward_mean'] >= self._cfg.stop_value
+        stop = reached or train_iter >= self._cfg.max_train_iter
         if save_ckpt_fn is not None and stop:
             save_ckpt_fn('ckpt_final.pth.tar')
         info = dict(metrics)

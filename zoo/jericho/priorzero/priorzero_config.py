@@ -49,7 +49,9 @@ def create_config_for() -> EasyDict:
 def default_main_config() -> EasyDict:
     """Every valid key of ``main_config`` with its default (the schema ``overrides`` are checked against)."""
     policy = PriorZeroPolicy.default_config()
-    policy = EasyDict({k: v for k, v in policy.items() if k != 'cfg_type'})
+    # `type` lives in create_config only: DI-engine's serial entry renames it to 'priorzero_command' there, and a
+    # `type` in main_config would override that rename.
+    policy = EasyDict({k: v for k, v in policy.items() if k not in ('cfg_type', 'type')})
     policy.learn.update_per_collect = 4  # (int) DI-engine serial pipeline: updates per collect
     policy.collect.collector = PriorZeroCollector.default_config()
     policy.eval.evaluator = PriorZeroEvaluator.default_config()
@@ -65,7 +67,7 @@ def default_main_config() -> EasyDict:
 # Sizes for a run that learns on our default game on a CPU in minutes, and grows to a GPU run by overrides.
 _FULL = dict(
     env=dict(max_steps=50, action_space_size=20, max_seq_len=256, collector_env_num=4, evaluator_env_num=2,
-             n_evaluator_episode=2),
+             n_evaluator_episode=2, manager=dict(shared_memory=False)),
     policy=dict(
         device='auto',
         model=dict(embed_dim=256, num_layers=2, num_heads=8, num_unroll_steps=10, infer_context_length=4),
@@ -83,7 +85,7 @@ _FULL = dict(
 
 _DEBUG = dict(
     env=dict(max_steps=30, action_space_size=12, max_seq_len=96, collector_env_num=2, evaluator_env_num=2,
-             n_evaluator_episode=2),
+             n_evaluator_episode=2, manager=dict(shared_memory=False)),
     policy=dict(
         device='cpu',
         model=dict(embed_dim=64, num_layers=1, num_heads=2, group_size=8, num_unroll_steps=5,
