@@ -9,7 +9,7 @@
     (UniZeroSearchModel) and with ours per tree node (UniZeroNodeKVSearchModel). Targets on one H100:
     >= 2,500 simulations/s at B=16 with 50 simulations, tree bookkeeping < 20% of search time.
 
-Measured 2026-11-25 (50 simulations, 20 actions; medians; see the closing note of issue 4 for the full tables):
+Measured 2026-11-25 (50 simulations, 20 actions; medians):
 
 * this repo's 2-core CPU box, tree only, B=32: ours 13.6 ms / search, LightZero C++ 8.0 ms (1.70x); B=128: 0.64x;
   B=1: 8.9x (our per-simulation numpy overhead dominates tiny batches).
@@ -113,22 +113,22 @@ def bench_unizero(args) -> list[Row]:
         search = BatchedMCTS(SearchConfig(num_simulations=args.num_simulations))
         rng = np.random.default_rng(0)
         legal = np.ones((batch, args.num_actions), dtype=bool)
-        last_obs, last_actions = None, None
+        last_actions = None
         search_times, tree_times, step_times = [], [], []
         total_steps = args.warmup_steps + args.steps
         for step in range(total_steps):
             if step % args.episode_length == 0:
                 adapter.clear_caches()
-                last_obs, last_actions = None, None
+                last_actions = None
             obs = torch.randn(batch, args.obs_dim, device=device)
             sync(device)
             start = time.perf_counter()
-            roots = adapter.initial_inference(obs, last_obs, last_actions, np.full(batch, step % args.episode_length))
+            roots = adapter.initial_inference(obs, last_actions, np.full(batch, step % args.episode_length))
             search_start = time.perf_counter()
             out = search.search(adapter, roots.to_root_input(roots.policy_logits, legal), add_noise=True, rng=rng)
             sync(device)
             end = time.perf_counter()
-            last_obs, last_actions = obs, out.visit_counts.argmax(axis=1)
+            last_actions = out.visit_counts.argmax(axis=1)
             if step >= args.warmup_steps:
                 search_times.append(end - search_start)
                 tree_times.append(out.tree_seconds)

@@ -61,10 +61,15 @@ class UniZeroSearchModel:
         self.env_num = int(wm_cfg.env_num)
         self.recurrent_pool_size = len(self.world_model.shared_pool_recur_infer)
         self._timesteps: np.ndarray | None = None
+        self._last_obs: torch.Tensor | None = None
         self._batch = 0
 
     def clear_caches(self) -> None:
-        """Forget every cached KV (UniZero does this every 200 collect steps and on resets) to bound memory."""
+        """Forget every cached KV (UniZero does this every 200 collect steps) to bound memory.
+
+        After this, the next :meth:`initial_inference` cannot find the previous roots' caches; UniZero then rebuilds
+        each env's context from its last observation alone, and so does this adapter (same world-model code).
+        """
         for env_cache in self.world_model.past_kv_cache_init_infer_envs:
             env_cache.clear()
         self.world_model.past_kv_cache_recurrent_infer.clear()
@@ -74,33 +79,43 @@ class UniZeroSearchModel:
     def initial_inference(
         self,
         obs: torch.Tensor,
-        last_obs: torch.Tensor | None = None,
         last_actions: np.ndarray | None = None,
         timesteps: np.ndarray | None = None,
+        last_obs: torch.Tensor | None = None,
     ) -> RootInference:
         """Encode the B current observations with their context, as UniZero's collect/eval step does.
 
         Args:
             obs: ``[B, *obs_shape]`` current observations.
-            last_obs: ``[B, *obs_shape]`` the observations of the previous search (zeros at an episode's start).
-            last_actions: ``[B]`` the actions executed since then; -1 for all roots at an episode's start. If only
-                some roots are at their start, their -1 becomes action 0 (LightZero cannot start a fresh cache for
-                part of a batch either; it reuses the stale action of that env).
+            last_actions: ``[B]`` the actions executed since the previous call; None or all -1 at an episode's
+                start (fresh KV caches). If only some roots are at their start, their -1 becomes action 0
+                (LightZero cannot start a fresh cache for part of a batch either; it reuses that env's stale action).
             timesteps: ``[B]`` step index within the episode (UniZero's ``start_pos``); zeros if None.
+            last_obs: ``[B, *obs_shape]`` the previous call's observations, by default remembered from that call
+                (UniZero's ``last_batch_obs``); zeros at an episode's start.
         """
         batch = obs.shape[0]
         if batch > self.env_num:
             raise ValueError(f"{batch} roots but the world model was built with env_num={self.env_num}")
         obs = obs.to(self.device)
-        last_obs = torch.zeros_like(obs) if last_obs is None else last_obs.to(self.device)
         actions = np.full(batch, -1, dtype=np.int64) if last_actions is None else np.asarray(last_actions, dtype=np.int64)
-        if (actions == -1).any() and not (actions == -1).all():
+        if actions.shape != (batch,):
+            raise ValueError(f"last_actions must have shape ({batch},), got {actions.shape}")
+        episode_start = bool((actions == -1).all())
+        if episode_start:
+            last_obs = torch.zeros_like(obs)
+        elif last_obs is None:
+            if self._last_obs is None or self._last_obs.shape != obs.shape:
+                raise ValueError("last_actions continue an episode but there is no previous observation batch of this shape")
+            last_obs = self._last_obs
+        if (actions == -1).any() and not episode_start:
             logger.debug("Roots %s start an episode inside a continuing batch", np.flatnonzero(actions == -1).tolist())
             actions = np.where(actions == -1, 0, actions)
         self._timesteps = np.zeros(batch, dtype=np.int64) if timesteps is None else np.asarray(timesteps, dtype=np.int64)
         self._batch = batch
         self.model.eval()
-        out = self.model.initial_inference(last_obs, actions.tolist(), obs, self._timesteps)
+        out = self.model.initial_inference(last_obs.to(self.device), actions.tolist(), obs, self._timesteps)
+        self._last_obs = obs
         return RootInference(
             latent=out.latent_state.detach().cpu().numpy(),
             value=support_logits_to_scalar(out.value, self.support_scale).cpu().numpy().astype(np.float64),
@@ -180,8 +195,8 @@ class UniZeroNodeKVSearchModel(UniZeroSearchModel):
         return torch.cat(keys + values, dim=0)[:, None]  # [2 * layers, 1, heads, context - 3, head_dim]
 
     @torch.no_grad()
-    def initial_inference(self, obs, last_obs=None, last_actions=None, timesteps=None) -> RootInference:
-        roots = super().initial_inference(obs, last_obs, last_actions, timesteps)
+    def initial_inference(self, obs, last_actions=None, timesteps=None, last_obs=None) -> RootInference:
+        roots = super().initial_inference(obs, last_actions, timesteps, last_obs)
         batch = roots.latent.shape[0]
         shape = (2 * self.num_layers, self.max_nodes, batch, self.num_heads, self.context_length, self.head_dim)
         if self._kv_store is None or self._kv_store.shape != shape:

@@ -58,12 +58,12 @@ def test_unizero_adapter_reproduces_lightzero_unizero_search(ctree_results):
     model, obs, executed, legal = unizero_case()
     adapter = UniZeroSearchModel(model)
     search = BatchedMCTS({"num_simulations": UNIZERO_SIMS, "tie_break": "first"})
-    last_obs, last_actions = None, None
+    last_actions = None
     for step in range(2):
         timesteps = np.full(len(executed), step)
-        roots = adapter.initial_inference(obs[step], last_obs, last_actions, timesteps)
+        roots = adapter.initial_inference(obs[step], last_actions, timesteps)
         out = search.search(adapter, roots.to_root_input(roots.policy_logits, legal), add_noise=False, rng=np.random.default_rng(0))
         np.testing.assert_array_equal(out.visit_counts, ctree_results[f"unizero_step{step}_visits"])
         np.testing.assert_allclose(out.root_value, ctree_results[f"unizero_step{step}_values"], rtol=1e-4, atol=1e-4)
-        last_obs, last_actions = obs[step], executed
+        last_actions = executed
     assert model.world_model.root_hit_cnt == len(executed)  # the second step reused the first step's root caches

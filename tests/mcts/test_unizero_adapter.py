@@ -28,11 +28,11 @@ def test_search_runs_end_to_end_over_consecutive_steps(adapter):
     legal[0, 1] = False
     legal[2, 3:] = False
     search = BatchedMCTS({"num_simulations": SIMS})
-    last_obs, last_actions = None, None
+    last_actions = None
     adapter.clear_caches()
     for step in range(3):
         obs = torch.randn(BATCH, OBS_DIM)
-        roots = adapter.initial_inference(obs, last_obs, last_actions, np.full(BATCH, step))
+        roots = adapter.initial_inference(obs, last_actions, np.full(BATCH, step))
         assert roots.latent.shape == (BATCH, 1, 32) and roots.policy_logits.shape == (BATCH, NUM_ACTIONS)
         assert np.isfinite(roots.value).all()
         out = search.search(adapter, roots.to_root_input(roots.policy_logits, legal), add_noise=True, rng=rng)
@@ -40,7 +40,7 @@ def test_search_runs_end_to_end_over_consecutive_steps(adapter):
         assert (out.visit_counts[~legal] == 0).all()
         assert np.isfinite(out.root_value).all()
         actions = select_action(out.visit_counts, 1.0, False, rng, legal_mask=legal)
-        last_obs, last_actions = obs, actions
+        last_actions = actions
     assert adapter.world_model.root_hit_cnt >= 2 * BATCH  # later steps reused the stored root KV caches
 
 
@@ -97,12 +97,12 @@ def test_node_kv_adapter_matches_the_hashing_adapter():
         adapter = cls(build_unizero_model(OBS_DIM, cfg, seed=3))
         recorder = DepthRecorder(adapter)
         search = BatchedMCTS({"num_simulations": sims, "tie_break": "first"})
-        last_obs, last_actions, outputs = None, None, []
+        last_actions, outputs = None, []
         for step in range(4):
-            roots = adapter.initial_inference(obs[step], last_obs, last_actions, np.full(BATCH, step))
+            roots = adapter.initial_inference(obs[step], last_actions, np.full(BATCH, step))
             root_input = roots.to_root_input(roots.policy_logits, legal)
             outputs.append(search.search(recorder, root_input, add_noise=False, rng=np.random.default_rng(0)))
-            last_obs, last_actions = obs[step], np.array([1, 4, 0])
+            last_actions = np.array([1, 4, 0])
         results[cls] = (outputs, recorder.max_depth)
     (hashed, hashed_depth), (node_kv, _) = results.values()
     assert hashed_depth >= 3  # root cache + 3 (action, latent) pairs exceeds context_length - 1 = 7: trimmed
