@@ -168,3 +168,21 @@ def test_bad_inputs_raise_clear_errors():
         BatchedMCTS().search(model, root, add_noise=False, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="no visited legal action"):
         select_action(np.zeros((1, 3)), 1.0, True, np.random.default_rng(0))
+
+
+def test_mixed_root_logits_with_zero_probability_legal_actions_are_searched_safely():
+    """'llm' mode can give a legal action -inf; it gets no prior (but noise can still make it explorable)."""
+    from lzero_ext.mcts.root_prior import mix_root_logits
+
+    model = ToyDynamicsModel(NUM_ACTIONS, seed=15)
+    legal = np.ones((2, NUM_ACTIONS), dtype=bool)
+    legal[:, 5] = False
+    with np.errstate(divide="ignore"):
+        llm = np.log(np.array([[0.5, 0.5, 0.0, 0.0, 0.0, 0.0], [0.2, 0.2, 0.2, 0.2, 0.2, 0.0]]))
+    root = model.root(2, seed=16, legal_mask=legal)
+    root.policy_logits = mix_root_logits(root.policy_logits, llm, legal, "llm")
+    out = BatchedMCTS({"num_simulations": 20}).search(model, root, add_noise=False, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(out.root_prior[0, 2:], 0.0)
+    assert (out.visit_counts[:, 5] == 0).all() and out.visit_counts.sum() == 40
+    noisy = BatchedMCTS({"num_simulations": 20}).search(model, root, add_noise=True, rng=np.random.default_rng(0))
+    assert (noisy.root_prior[0, 2:5] > 0).all() and noisy.root_prior[0, 5] == 0
