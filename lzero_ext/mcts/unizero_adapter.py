@@ -76,6 +76,17 @@ class UniZeroSearchModel:
         self.world_model.keys_values_wm_list.clear()
 
     @torch.no_grad()
+    def refresh_after_training(self) -> None:
+        """Call after the world model's weights change: UniZero's ``recompute_pos_emb_diff_and_clear_cache``.
+
+        The context-window trimming uses positional-embedding differences precomputed from the attention weights,
+        and cached KV values were computed with the old weights; both must be redone.
+        """
+        if self.world_model.context_length > 2 and not self.world_model.config.rotary_emb:
+            self.world_model.precompute_pos_emb_diff_kv()
+        self.clear_caches()
+
+    @torch.no_grad()
     def initial_inference(
         self,
         obs: torch.Tensor,

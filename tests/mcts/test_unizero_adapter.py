@@ -42,6 +42,9 @@ def test_search_runs_end_to_end_over_consecutive_steps(adapter):
         actions = select_action(out.visit_counts, 1.0, False, rng, legal_mask=legal)
         last_actions = actions
     assert adapter.world_model.root_hit_cnt >= 2 * BATCH  # later steps reused the stored root KV caches
+    adapter.refresh_after_training()
+    assert not adapter.world_model.past_kv_cache_recurrent_infer
+    assert not any(adapter.world_model.past_kv_cache_init_infer_envs)
 
 
 def test_adapter_rejects_more_roots_than_env_num_and_search_before_roots(adapter):
