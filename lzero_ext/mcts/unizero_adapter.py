@@ -13,6 +13,11 @@ The calls replicate LightZero 0.2.0's own UniZero search (``UniZeroPolicy._forwa
 * categorical value/reward heads become scalars with the world model's support (``support_size`` bins), using our
   re-implementation of LightZero's inverse scalar transform (``scalar_transform.py``).
 
+Two adapters: :class:`UniZeroSearchModel` drives the world model exactly as above (LightZero's hashed KV caches);
+:class:`UniZeroNodeKVSearchModel` (recommended; 2.5x faster on an H100 at B=16) computes the same outputs with the
+KV caches kept per tree node in batched device tensors. Both: B <= the world model's ``env_num``, the search's
+``num_simulations`` <= its ``num_simulations``; call ``refresh_after_training()`` after each world-model update.
+
 Only ``lzero.model`` is imported (it works on Python 3.12); never ``lzero.mcts`` or ``lzero.policy``.
 """
 from __future__ import annotations
@@ -33,7 +38,7 @@ logger = logging.getLogger(__name__)
 class RootInference:
     """The world model's view of the B roots, ready for root-prior mixing and :class:`RootInput`."""
 
-    latent: np.ndarray | torch.Tensor  # [B, 1, E]; numpy for the hashing path (it hashes latents), device tensor for node KV
+    latent: np.ndarray | torch.Tensor  # [B, 1, E]: numpy (hashing path) or a device tensor (node-KV path)
     value: np.ndarray  # [B] scalar value
     policy_logits: np.ndarray  # [B, A] world-model policy logits
 
