@@ -17,8 +17,12 @@ import torch.nn.functional as F
 _compiled_rotary = None
 
 
-def check_lean_support(model) -> None:
-    """Raise ``ValueError`` naming the reason if the lean forward cannot reproduce this model exactly."""
+def check_lean_support(model, training: bool | None = None) -> None:
+    """Raise ``ValueError`` naming the reason if the lean forward cannot reproduce this model exactly.
+
+    ``training`` (default: ``model.training``) matters only for models with attention dropout.
+    """
+    training = model.training if training is None else training
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
     from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
@@ -29,7 +33,7 @@ def check_lean_support(model) -> None:
         attention = layer.self_attn
         if getattr(attention, "sliding_window", None) is not None:  # HF attribute, set only for sliding layers
             raise ValueError(f"mode='lean' does not support sliding-window attention (layer {index})")
-        if attention.attention_dropout > 0 and model.training:
+        if attention.attention_dropout > 0 and training:
             raise ValueError("mode='lean' does not support attention dropout while training")
 
 
@@ -39,14 +43,18 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + rotated * sin
 
 
-def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """HF's rotate-half rotary embedding; one compiled kernel on CUDA instead of six element-wise passes."""
+def _rotate_pair(query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    return _rotate(query, cos, sin), _rotate(key, cos, sin)
+
+
+def _apply_rotary(query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """HF's rotate-half rotary embedding of queries and keys; on CUDA one compiled call instead of twelve kernels."""
     global _compiled_rotary
-    if x.device.type != "cuda":
-        return _rotate(x, cos, sin)
+    if query.device.type != "cuda":
+        return _rotate_pair(query, key, cos, sin)
     if _compiled_rotary is None:
-        _compiled_rotary = torch.compile(_rotate, dynamic=True)
-    return _compiled_rotary(x, cos, sin)
+        _compiled_rotary = torch.compile(_rotate_pair, dynamic=True)
+    return _compiled_rotary(query, key, cos, sin)
 
 
 def _project(attention, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -55,8 +63,8 @@ def _project(attention, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tens
     query = attention.q_proj(hidden).view(shape).transpose(1, 2)
     key = attention.k_proj(hidden).view(shape).transpose(1, 2)
     value = attention.v_proj(hidden).view(shape).transpose(1, 2)
-    cos, sin = cos[:, None], sin[:, None]
-    return _apply_rotary(query, cos, sin), _apply_rotary(key, cos, sin), value
+    query, key = _apply_rotary(query, key, cos[:, None], sin[:, None])
+    return query, key, value
 
 
 def _merge_heads(attention, output: torch.Tensor) -> torch.Tensor:

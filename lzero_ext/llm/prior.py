@@ -20,7 +20,8 @@ import torch
 from lzero_ext.import_utils import is_available, require
 from lzero_ext.llm.loading import load_model_and_tokenizer, resolve_model_path
 from lzero_ext.llm.prompt import DEFAULT_SYSTEM_PROMPT, PromptBuilder
-from lzero_ext.llm.scoring import SCORING_MODES, score_candidates, tokenize_for_scoring
+from lzero_ext.llm.fused_ops import fuse_norms_and_mlp
+from lzero_ext.llm.scoring import SCORING_MODES, resolve_scoring_mode, score_candidates, tokenize_for_scoring
 from lzero_ext.llm.types import PriorRequest, PriorResult
 from lzero_ext.utils.config import merge_strict
 
@@ -62,8 +63,11 @@ class LLMPrior(abc.ABC):
         micro_batch_states=32,
         # (int) Entries of the LRU cache keyed by (prompt, candidates); 0 disables it.
         cache_size=4096,
-        # (str) Shared-prefix layout: 'prefix_cache' (prefill + packed candidates) or 'packed' (one pass).
-        scoring_mode="prefix_cache",
+        # (str) Shared-prefix scorer: 'auto' (= 'lean' if the model is Qwen2/Llama-like, else 'prefix_cache'),
+        # 'lean', 'prefix_cache' (HF forward: prefill + packed candidates) or 'packed' (HF forward, one pass).
+        scoring_mode="auto",
+        # (bool) Transformers backend: fused RMSNorm / SwiGLU forwards (same math, fewer memory passes).
+        fused_kernels=True,
         # (float) vLLM only: fraction of GPU memory vLLM may take.
         vllm_gpu_memory_utilization=0.3,
         # (bool) vLLM only: disable CUDA graphs (faster start, slower steps).
@@ -78,8 +82,10 @@ class LLMPrior(abc.ABC):
         self.cfg = merge_strict(self.config, cfg, where="llm_prior")
         if self.cfg.temperature <= 0:
             raise ValueError(f"llm_prior.temperature must be > 0, got {self.cfg.temperature}")
-        if self.cfg.scoring_mode not in SCORING_MODES:
-            raise ValueError(f"llm_prior.scoring_mode must be one of {SCORING_MODES}, got {self.cfg.scoring_mode!r}")
+        if self.cfg.scoring_mode not in ("auto",) + SCORING_MODES:
+            raise ValueError(
+                f"llm_prior.scoring_mode must be 'auto' or one of {SCORING_MODES}, got {self.cfg.scoring_mode!r}"
+            )
         self.weights_version = 0
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], np.ndarray] = OrderedDict()
         self.prompt_builder: PromptBuilder | None = None
@@ -149,6 +155,9 @@ class TransformersPrior(LLMPrior):
             model, tokenizer, _ = load_model_and_tokenizer(self.cfg.model_path, self.cfg.device, self.cfg.dtype)
         self.model = model
         self.tokenizer = tokenizer
+        if self.cfg.fused_kernels:
+            fuse_norms_and_mlp(model)
+        self.scoring_mode = resolve_scoring_mode(model, self.cfg.scoring_mode, training=False)
         self.prompt_builder = PromptBuilder(
             tokenizer, self.cfg.max_prompt_tokens, self.cfg.history_turns, self.cfg.system_prompt
         )
@@ -167,7 +176,7 @@ class TransformersPrior(LLMPrior):
             with torch.inference_mode(), self._autocast():
                 scores = score_candidates(
                     self.model, self.tokenizer, prompts, candidates, self.cfg.length_normalize,
-                    append_eos=self.cfg.append_eos, mode=self.cfg.scoring_mode,
+                    append_eos=self.cfg.append_eos, mode=self.scoring_mode,
                     max_states_per_forward=self.cfg.micro_batch_states,
                 )
         finally:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import inspect
 import itertools
+import logging
 from functools import lru_cache
 
 import numpy as np
@@ -31,6 +32,8 @@ import torch
 from transformers import DynamicCache
 
 from lzero_ext.llm.lean_forward import check_lean_support, lean_continue, lean_prefill
+
+logger = logging.getLogger(__name__)
 
 SCORING_MODES = ("prefix_cache", "packed", "lean")
 _LOGIT_CHUNK_ROWS = 1024
@@ -79,6 +82,20 @@ def tokenize_for_scoring(
         candidate_ids.append([list(ids) + suffix for ids in flat_ids[start:start + len(state_candidates)]])
         start += len(state_candidates)
     return prompt_ids, candidate_ids
+
+
+def resolve_scoring_mode(model, mode: str, training: bool) -> str:
+    """``'auto'`` picks ``'lean'`` when the model supports it (fastest on GPU), else ``'prefix_cache'``."""
+    if mode != "auto":
+        if mode not in SCORING_MODES:
+            raise ValueError(f"Unknown scoring mode {mode!r}; choose 'auto' or one of {SCORING_MODES}")
+        return mode
+    try:
+        check_lean_support(model, training)
+    except ValueError as reason:
+        logger.info("Scoring with mode='prefix_cache': the lean forward does not fit this model (%s)", reason)
+        return "prefix_cache"
+    return "lean"
 
 
 def check_vocab_compatible(model, tokenizer) -> None:

@@ -32,7 +32,8 @@ import torch
 from lzero_ext.import_utils import require
 from lzero_ext.llm.loading import load_model_and_tokenizer
 from lzero_ext.llm.prompt import DEFAULT_SYSTEM_PROMPT, PromptBuilder
-from lzero_ext.llm.scoring import SCORING_MODES, score_candidates
+from lzero_ext.llm.fused_ops import fuse_norms_and_mlp
+from lzero_ext.llm.scoring import SCORING_MODES, resolve_scoring_mode, score_candidates
 from lzero_ext.llm.types import LLMSample
 from lzero_ext.utils.config import merge_strict
 
@@ -108,8 +109,11 @@ class LLMTrainer:
         history_turns=4,
         # (str) System message of the prompt (must match the prior).
         system_prompt=DEFAULT_SYSTEM_PROMPT,
-        # (str) Shared-prefix layout used with gradients: 'prefix_cache' or 'packed'.
-        scoring_mode="prefix_cache",
+        # (str) Shared-prefix scorer used with gradients: 'auto' (= 'lean' if supported, else 'prefix_cache'),
+        # 'lean', 'prefix_cache' or 'packed'.
+        scoring_mode="auto",
+        # (bool) Fused RMSNorm / SwiGLU forwards (same math, fewer memory passes; weights untouched).
+        fused_kernels=True,
     )
 
     @classmethod
@@ -122,7 +126,10 @@ class LLMTrainer:
         model, self.tokenizer, self.model_path = load_model_and_tokenizer(
             self.cfg.model_path, self.cfg.device, self.cfg.dtype
         )
+        if self.cfg.fused_kernels:
+            fuse_norms_and_mlp(model)
         self.model = self._wrap_lora(model) if self.cfg.use_lora else model
+        self.scoring_mode = resolve_scoring_mode(self.model, self.cfg.scoring_mode, training=True)
         self.reference = self._make_reference()
         self.prompt_builder = PromptBuilder(
             self.tokenizer, self.cfg.max_prompt_tokens, self.cfg.history_turns, self.cfg.system_prompt
@@ -142,8 +149,10 @@ class LLMTrainer:
         cfg = self.cfg
         if cfg.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"llm_trainer.lr_schedule must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}")
-        if cfg.scoring_mode not in SCORING_MODES:
-            raise ValueError(f"llm_trainer.scoring_mode must be one of {SCORING_MODES}, got {cfg.scoring_mode!r}")
+        if cfg.scoring_mode not in ("auto",) + SCORING_MODES:
+            raise ValueError(
+                f"llm_trainer.scoring_mode must be 'auto' or one of {SCORING_MODES}, got {cfg.scoring_mode!r}"
+            )
         for key in ("grad_accum", "micro_batch_size", "total_steps"):
             if cfg[key] < 1:
                 raise ValueError(f"llm_trainer.{key} must be >= 1, got {cfg[key]}")
@@ -252,7 +261,7 @@ class LLMTrainer:
     def _candidate_logprobs(self, model, prompts: list[str], candidates: list[list[str]]) -> list[torch.Tensor]:
         scores = score_candidates(
             model, self.tokenizer, prompts, candidates, self.cfg.length_normalize,
-            append_eos=self.cfg.append_eos, mode=self.cfg.scoring_mode,
+            append_eos=self.cfg.append_eos, mode=self.scoring_mode,
         )
         return [torch.log_softmax(s / self.cfg.temperature, dim=0) for s in scores]
 

@@ -101,3 +101,11 @@ def test_bad_temperature_and_backend_are_rejected(tiny_model_dir):
         TransformersPrior(dict(model_path=str(tiny_model_dir), temperature=0.0))
     with pytest.raises(ValueError, match="backend"):
         build_prior(dict(backend="onnx"))
+
+
+def test_auto_scoring_mode_uses_lean_forward_when_supported(prior, tiny_model_dir):
+    assert prior.scoring_mode == "lean"
+    hf_forward = TransformersPrior(dict(model_path=str(tiny_model_dir), device="cpu", max_prompt_tokens=256,
+                                        scoring_mode="prefix_cache", fused_kernels=False))
+    for lean, reference in zip(prior.score(REQUESTS), hf_forward.score(REQUESTS)):
+        np.testing.assert_allclose(lean.logprobs, reference.logprobs, atol=1e-4)
