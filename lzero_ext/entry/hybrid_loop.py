@@ -146,7 +146,7 @@ class HybridTrainer:
         it = self.iteration
         metrics: dict[str, float] = {}
         if self.schedule.evaluate(it):
-            metrics.update(self._evaluate())
+            self._evaluate()  # logged at the current env step by _evaluate itself
         tic = time.perf_counter()
         segments = self.collector.collect(train_iter=it)
         self.buffer.push_game_segments(segments)

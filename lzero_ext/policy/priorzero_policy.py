@@ -36,7 +36,7 @@ from lzero_ext.llm.trainer import LLMTrainer
 from lzero_ext.llm.types import PriorRequest, Turn
 from lzero_ext.mcts.root_prior import RootPriorMixer
 from lzero_ext.mcts.search import BatchedMCTS, SearchConfig, SearchOutput, select_action
-from lzero_ext.mcts.unizero_adapter import UniZeroSearchModel
+from lzero_ext.mcts.unizero_adapter import UniZeroNodeKVSearchModel
 from lzero_ext.policy.wm_learner import WorldModelLearner
 from lzero_ext.policy.world_model import TextUniZeroModel, build_world_model
 
@@ -178,7 +178,7 @@ class PriorZeroPolicy(Policy):
         self._ensure_prior()
 
     def _init_collect(self) -> None:
-        self._search_model = UniZeroSearchModel(self._model)
+        self._search_model = UniZeroNodeKVSearchModel(self._model)
         self._mcts = BatchedMCTS(SearchConfig.from_dict(self._cfg.mcts))
         self._mixer = RootPriorMixer(self._cfg.root_prior)
         self._contexts: dict[str, dict[int, tuple[np.ndarray, int]]] = {'collect': {}, 'eval': {}}
@@ -302,7 +302,8 @@ class PriorZeroPolicy(Policy):
             last_actions = np.asarray([context[e][1] if e in context else -1 for e in env_ids], dtype=np.int64)
         timesteps = np.asarray([o.timestep for o in observations], dtype=np.int64)
         self._maybe_clear_caches()
-        root = self._search_model.initial_inference(obs, last_obs, last_actions, timesteps)
+        root = self._search_model.initial_inference(obs, last_actions=last_actions, timesteps=timesteps,
+                                                    last_obs=last_obs)
         mix_mode = 'wm' if eval_mode == 'wm_only' or self._llm_prior is None else None
         mixed = self._mixer.mix(root.policy_logits, llm_padded, legal, mode=mix_mode)
         tic = time.perf_counter()
@@ -372,6 +373,8 @@ class PriorZeroPolicy(Policy):
     def after_training_burst(self) -> None:
         """Refresh the world model's inference caches after its weights changed (as UniZero does)."""
         self._wm_learner.after_training_burst()
+        if self._mcts is not None:  # acting is enabled: its search caches hold stale keys/values
+            self._search_model.refresh_after_training()
 
     def _forward_learn(self, data: PriorZeroGameBuffer) -> dict[str, float]:
         """DI-engine learner entry (``ding -m serial``): one world-model update and, when the LLM trains, one LLM
