@@ -58,13 +58,14 @@ def _apply_rotary(query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin
 
 
 def _project(attention, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """Queries, keys (rotated while still token-major, which keeps the rotary kernel's reads contiguous), values."""
     batch, length, _ = hidden.shape
     shape = (batch, length, -1, attention.head_dim)
-    query = attention.q_proj(hidden).view(shape).transpose(1, 2)
-    key = attention.k_proj(hidden).view(shape).transpose(1, 2)
+    query = attention.q_proj(hidden).view(shape)
+    key = attention.k_proj(hidden).view(shape)
     value = attention.v_proj(hidden).view(shape).transpose(1, 2)
-    query, key = _apply_rotary(query, key, cos[:, None], sin[:, None])
-    return query, key, value
+    query, key = _apply_rotary(query, key, cos[:, :, None], sin[:, :, None])
+    return query.transpose(1, 2), key.transpose(1, 2), value
 
 
 def _merge_heads(attention, output: torch.Tensor) -> torch.Tensor:

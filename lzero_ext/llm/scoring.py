@@ -400,6 +400,19 @@ def _score_layout(model, layout: _PackedLayout, length_normalize: bool, mode: st
     return list(torch.split(scores, layout.num_candidates))
 
 
+_compiled_logsumexp = None
+
+
+def _logsumexp_fp32(logits: torch.Tensor) -> torch.Tensor:
+    """fp32 log-sum-exp over the vocabulary; on CUDA one compiled pass that casts while reducing (no fp32 copy)."""
+    global _compiled_logsumexp
+    if logits.device.type != "cuda":
+        return torch.logsumexp(logits.float(), dim=-1)
+    if _compiled_logsumexp is None:
+        _compiled_logsumexp = torch.compile(lambda x: torch.logsumexp(x.float(), dim=-1), dynamic=True)
+    return _compiled_logsumexp(logits)
+
+
 def _token_logprobs(model, hidden_rows: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """fp32 log p(targets[i] | hidden_rows[rows[i]]), computing the vocabulary softmax in row chunks."""
     lm_head = model.get_output_embeddings()
@@ -412,9 +425,9 @@ def _token_logprobs(model, hidden_rows: torch.Tensor, rows: torch.Tensor, target
         lo, hi = cuts[chunk], cuts[chunk + 1]
         if lo == hi:
             continue
-        logits = lm_head(hidden_rows[start:start + _LOGIT_CHUNK_ROWS]).float()
+        logits = lm_head(hidden_rows[start:start + _LOGIT_CHUNK_ROWS])
         local_rows = sorted_rows[lo:hi] - start
-        picked = logits[local_rows, sorted_targets[lo:hi]]
-        pieces.append(picked - torch.logsumexp(logits, dim=-1)[local_rows])
+        picked = logits[local_rows, sorted_targets[lo:hi]].float()
+        pieces.append(picked - _logsumexp_fp32(logits)[local_rows])
     sorted_logprobs = torch.cat(pieces)
     return torch.empty_like(sorted_logprobs).scatter(0, order, sorted_logprobs)
