@@ -12,9 +12,9 @@ Targets (H100, bf16, 20 candidates, 32 states per batch, 1024 prompt tokens): sh
 >= 400 states/s for the 0.5B shape and >= 140 for the 1.5B shape.
 
 Measured 2026-11-25 on one H100 80GB HBM3 (torch 2.11, transformers 5.17), 32 states x 1024 tokens, with the
-prior's default scorer (``lean`` forward + fused norms/MLP): 0.5B 321 states/s (23x naive, 287 TFLOP/s = 29% of
-peak); 1.5B 134 states/s (22x naive, 417 TFLOP/s = 42%). Naive: 13.8 and 6.1 states/s. The 12x target is met, the
-400 and 140 states/s targets are not (80% and 95% of them). At 8 states per batch the two-pass scorers are bound by
+prior's default scorer (``lean`` forward + fused norms/MLP): 0.5B 341 states/s (24.6x naive, 305 TFLOP/s = 31% of
+peak); 1.5B 135 states/s (21.7x naive, 421 TFLOP/s = 43%). Naive: 13.9 and 6.2 states/s. The 12x target is met, the
+400 and 140 states/s targets are not (85% and 96% of them). At 8 states per batch the two-pass scorers are bound by
 the host CPU (kernel launches), where the one-pass ``packed`` mode is faster.
 """
 from __future__ import annotations
