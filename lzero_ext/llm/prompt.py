@@ -39,7 +39,7 @@ class PromptBuilder:
         self.max_prompt_tokens = max_prompt_tokens
         self.history_turns = history_turns
         self.system_prompt = system_prompt
-        self.uses_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        self.uses_chat_template = bool(tokenizer.chat_template)
 
     def build(self, history: Sequence[Turn], observation: str, candidates: Sequence[str]) -> str:
         """Return the prompt with as many of the last ``history_turns`` turns as fit in ``max_prompt_tokens``."""

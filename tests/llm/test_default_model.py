@@ -51,3 +51,14 @@ def test_loads_with_auto_classes_and_has_chat_tokens(tmp_path):
     assert tokenizer.decode(ids) == text
     logits = model(torch.tensor([ids])).logits
     assert logits.shape == (1, len(ids), len(tokenizer))
+
+
+def test_concurrent_builds_into_one_cache_are_safe(tmp_path):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        paths = list(pool.map(ensure_default_model, [tmp_path, tmp_path], [11, 11]))
+    assert paths[0] == paths[1]
+    assert [p.name for p in tmp_path.iterdir()] == [paths[0].name]
+    AutoModelForCausalLM.from_pretrained(paths[0])
