@@ -115,3 +115,22 @@ def test_default_tokenizer_is_the_projects_tiny_model(make_env):
     tokenizer = AutoTokenizer.from_pretrained(str(ensure_default_model()))
     expected = tokenizer(obs["raw_obs_text"], truncation=True, max_length=32)["input_ids"]
     assert obs["observation"][: len(expected)].tolist() == expected
+
+
+def test_observation_carries_location_and_inventory_without_changing_the_game():
+    """'Taken.' alone hides where the player is; look/inventory are added from a restored copy of the state."""
+    from zoo.jericho.priorzero.envs.jericho_env import PriorZeroJerichoEnv
+
+    env = PriorZeroJerichoEnv(dict(max_steps=10, max_seq_len=64))
+    try:
+        env.reset()
+        timestep = env.step("take shovel")
+        text = timestep.obs["raw_obs_text"]
+        assert text.startswith("Taken.") and "Pebble Beach" in text and "shovel" in text.split("Pebble Beach")[-1]
+        assert timestep.info["moves"] == 1, "look/inventory must not advance the game"
+        plain = PriorZeroJerichoEnv(dict(max_steps=10, max_seq_len=64, look_and_inventory=False))
+        plain.reset()
+        assert plain.step("take shovel").obs["raw_obs_text"] == "Taken."
+        plain.close()
+    finally:
+        env.close()

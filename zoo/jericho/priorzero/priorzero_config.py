@@ -84,15 +84,15 @@ _FULL = dict(
 )
 
 _DEBUG = dict(
-    env=dict(max_steps=30, action_space_size=12, max_seq_len=96, collector_env_num=2, evaluator_env_num=2,
+    env=dict(max_steps=30, action_space_size=12, max_seq_len=128, collector_env_num=2, evaluator_env_num=2,
              n_evaluator_episode=2, manager=dict(shared_memory=False)),
     policy=dict(
         device='cpu',
         model=dict(embed_dim=64, num_layers=1, num_heads=2, group_size=8, num_unroll_steps=5,
-                   infer_context_length=2, support_scale=20, encoder=dict(hidden_dim=64, num_layers=1, num_heads=2)),
-        mcts=dict(num_simulations=12),
+                   infer_context_length=2, support_scale=20, encoder=dict(hidden_dim=64, num_layers=0, num_heads=2)),
+        mcts=dict(num_simulations=16),
         root_prior=dict(mode='adaptive'),
-        llm=dict(prior=dict(device='cpu', max_prompt_tokens=384, history_turns=2, micro_batch_states=8),
+        llm=dict(prior=dict(device='cpu', max_prompt_tokens=512, history_turns=1, micro_batch_states=8),
                  trainer=dict(device='cpu', lr=3e-4, micro_batch_size=8, lr_schedule='constant', kl_coef=0.01)),
         learn=dict(batch_size=16, llm_batch_size=8, wm=dict(learning_rate=1e-3)),
         collect=dict(collector=dict(n_steps=32, segment_length=12)),
@@ -164,6 +164,10 @@ def get_priorzero_config(
     flags: dict[str, Any] = dict(seed=seed, env=dict(game_path=game))
     if llm_path is not None:
         flags['policy'] = dict(llm=dict(prior=dict(model_path=str(llm_path))))
+    else:
+        # The tiny default LLM starts from random weights: its summed log-probs mostly measure a candidate's length
+        # (every token costs about log(vocab)), so it scores per token. A real LLM keeps the library default (sum).
+        flags['policy'] = dict(llm=dict(prior=dict(length_normalize=True)))
     if device is not None:
         flags = deep_merge(flags, dict(policy=dict(device=device, llm=dict(prior=dict(device=device),
                                                                           trainer=dict(device=device)))))

@@ -91,6 +91,10 @@ class PriorZeroJerichoEnv(BaseEnv):
         object_extractor="auto",
         # (bool) append "Valid actions: a, b, ..." to the text that is tokenized for the world model.
         include_valid_actions_in_obs_text=False,
+        # (bool) add the responses to `look` and `inventory` (run on a saved copy of the game state, then restored)
+        # to the observation text, as DRRN/KG-A2C-style agents do: a response such as "Taken." alone says
+        # neither where the player is nor what it carries, so without them different states look identical.
+        look_and_inventory=True,
         # (int|None) emulator RNG seed; None -> the walkthrough's seed when Jericho knows the game, else 0.
         # Jericho treats 0 like None for the games it knows.
         seed=None,
@@ -160,7 +164,7 @@ class PriorZeroJerichoEnv(BaseEnv):
     def reset(self) -> dict:
         if self._backend is None:
             self._open()
-        self._raw_obs_text = clean_observation(self._backend.reset())
+        self._raw_obs_text = self._observation_text(self._backend.reset(), done=False)
         self._timestep = 0
         self._score = self._backend.score()
         self._episode_return = 0.0
@@ -193,9 +197,9 @@ class PriorZeroJerichoEnv(BaseEnv):
         reward = float(new_score - self._score)
         self._score = new_score
         self._episode_return += reward
-        self._raw_obs_text = clean_observation(raw_text)
         victory = self._backend.victory()
         done = victory or self._backend.game_over() or self._timestep >= self._cfg.max_steps
+        self._raw_obs_text = self._observation_text(raw_text, done)
         self._episode_done = done
         self._refresh_valid_actions(done=done)
         info = self._info(action_text, victory)
@@ -226,6 +230,17 @@ class PriorZeroJerichoEnv(BaseEnv):
         self._valid_actions = unique[: self._cfg.action_space_size] or [self._cfg.fallback_action]
 
     # ------------------------------------------------------------------ observations
+    def _observation_text(self, response: str, done: bool) -> str:
+        """The game's response, plus (if configured and the episode goes on) the location and inventory."""
+        text = clean_observation(response)
+        if not self._cfg.look_and_inventory or done:
+            return text
+        state = self._backend.get_state()
+        look = clean_observation(self._backend.step("look"))
+        inventory = clean_observation(self._backend.step("inventory"))
+        self._backend.set_state(state)
+        return f"{text}\n\n{look}\n\n{inventory}"
+
     def _obs_text(self) -> str:
         if self._cfg.include_valid_actions_in_obs_text:
             return f"{self._raw_obs_text}\nValid actions: {', '.join(self._valid_actions)}"
