@@ -93,6 +93,8 @@ class LLMTrainer:
         kl_coef=0.01,
         # (float) PPO clip range of the ratio q(a) / behaviour(a).
         clip_eps=0.2,
+        # (float) Dual-clip bound c (> 1) on the ratio for negative advantages (Ye et al., 2020); <= 1 disables it.
+        dual_clip=3.0,
         # (float) Temperature of the candidate distribution; must equal the prior's for valid PPO ratios.
         temperature=1.0,
         # (bool) Mean instead of sum of a candidate's token log-probs (must match the prior).
@@ -294,7 +296,12 @@ class LLMTrainer:
             ratio = torch.exp(log_ratio)
             advantage = float(advantages[index])
             clipped_ratio = ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps)
-            rl = -torch.minimum(ratio * advantage, clipped_ratio * advantage)
+            objective = torch.minimum(ratio * advantage, clipped_ratio * advantage)
+            if advantage < 0 and cfg.dual_clip > 1:
+                # Dual-clip PPO: with a negative advantage and a stale behaviour log-prob, ratio * A is unbounded
+                # below; bounding it by dual_clip * A keeps one old sample from dominating the batch.
+                objective = torch.maximum(objective, torch.as_tensor(cfg.dual_clip * advantage, device=ratio.device))
+            rl = -objective
             loss = cfg.sft_weight * sft + cfg.rl_weight * rl
             q = logq.exp()
             if reference is not None:

@@ -173,3 +173,16 @@ def test_bad_samples_are_rejected(tiny_model_dir):
 def test_unknown_trainer_config_key(tiny_model_dir):
     with pytest.raises(KeyError, match="kl_coef"):
         LLMTrainer(dict(model_path=str(tiny_model_dir), kl_coeff=0.1))
+
+
+def test_dual_clip_bounds_the_rl_loss_of_stale_negative_advantage_samples(tiny_model_dir):
+    """A stale behaviour log-prob gives a huge ratio; with A < 0 the loss is capped at dual_clip * |A|."""
+    sample = LLMSample(history=[], observation="A dark room.", candidates=["north", "south"],
+                       visit_distribution=np.array([0.5, 0.5]), action_index=0, advantage=-1.0,
+                       behaviour_logprob=-15.0)
+    capped = LLMTrainer(dict(model_path=str(tiny_model_dir), device="cpu", kl_coef=0.0, sft_weight=0.0,
+                             dual_clip=3.0)).train_step([sample])
+    assert capped["llm/rl_loss"] == pytest.approx(3.0, rel=1e-4)
+    uncapped = LLMTrainer(dict(model_path=str(tiny_model_dir), device="cpu", kl_coef=0.0, sft_weight=0.0,
+                               dual_clip=0.0)).train_step([sample])
+    assert uncapped["llm/rl_loss"] > 100.0
