@@ -1,0 +1,419 @@
+"""Choosing the LLM update path: the built-in :class:`~lzero_ext.llm.trainer.LLMTrainer` or ORZ's ``RayPPOTrainer``.
+
+``policy.llm.use_orz_trainer=True`` trains the LLM through Open-Reasoner-Zero's trainer *in-process*, one PPO step
+per call on our pre-collected data: its ``generate_vllm`` returns the responses the search executed (carried in the
+extras by :mod:`lzero_ext.orz.adapter`) instead of sampling, and its ``custom_reward_fn`` puts our reward on the last
+response token (with γ=λ=1 and no critic every response token then gets it). ``RayPPOTrainer.train()`` is never
+called: it is a whole multi-episode run that owns its own dataloader.
+
+One owner of the weights: ORZ's policy actors hold them (ZeRO-3 shards) and sync ORZ's own vLLM engines. After each
+update the hook exports them (``async_save_model``) and the attached priors ``sync_from`` the hook, exactly as they
+do from ``LLMTrainer`` (``merged_state_dict()`` + ``version``), so MCTS acts with the new weights and version.
+
+Without a usable ORZ stack the start fails with ONE ``ImportError`` listing every missing part, unless
+``allow_builtin_trainer_fallback=True``: then a warning is logged and the built-in trainer is used, and its metrics
+carry ``llm/backend_fallback = 1`` so a run cannot silently change algorithm. ORZ is imported only on its path.
+
+Not run here: ORZ needs CUDA, vLLM 0.6.x, DeepSpeed and Ray; only the contract is tested, against a stand-in.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+
+from lzero_ext.llm.loading import load_tokenizer, resolve_model_path
+from lzero_ext.llm.prompt import PromptBuilder
+from lzero_ext.llm.types import LLMSample
+from lzero_ext.orz.adapter import REWARD_KEY, REWARD_SOURCES, RESPONSE_KEY, segments_to_orz_samples
+from lzero_ext.utils.config import merge_strict
+
+if TYPE_CHECKING:
+    from lzero_ext.llm.prior import LLMPrior
+    from lzero_ext.llm.trainer import LLMTrainer
+
+logger = logging.getLogger(__name__)
+
+ORZ_TRAINER_MODULE = "orz.ppo.trainer"
+ORZ_TRAINER_CLASS = "RayPPOTrainer"
+ORZ_VLLM_SERIES = "0.6."
+ORZ_INSTALL_HINT = (
+    "Install Open-Reasoner-Zero from a source checkout (`pip install -e .`; the PyPI package named 'orz' is an "
+    "unrelated project) inside its GPU stack (torch 2.5.1, vllm 0.6.5, deepspeed 0.16.0 with ORZ's patches, "
+    "ray 2.40.0, flash-attn; see ORZ's Dockerfile)"
+)
+
+# ORZ settings the hook relies on: one stored response per prompt, our reward through custom_reward_fn, no reward
+# model, no critic (the baseline comes from the world model) and γ=λ=1 so every response token gets the reward.
+FORCED_EXP_FIELDS = dict(n_samples_per_prompt=1, use_compute_reward_fn=True, reward_pretrain=None,
+                         critic_pretrain="", gamma=1.0, lambd=1.0)
+
+RuntimeBuilder = Callable[[type, Mapping[str, Any], Any, Any], Awaitable[Any]]
+
+
+class OrzUnavailableError(ImportError):
+    """``use_orz_trainer=True`` but the ORZ stack is not usable here (the message lists every missing part)."""
+
+
+# ---------------------------------------------------------------------------------------------------- probing
+def probe_orz_stack() -> list[str]:
+    """Every part of ORZ's stack that is missing, as human-readable items (empty list: usable).
+
+    Not cached (unlike ``import_utils.is_orz_available``), so it reflects the import path at call time.
+    """
+    missing = []
+    if importlib.util.find_spec("orz") is None:
+        missing.append("package 'orz' (Open-Reasoner-Zero) is not installed")
+    else:
+        missing.extend(_probe_orz_trainer())
+    for package in ("ray", "deepspeed"):
+        if importlib.util.find_spec(package) is None:
+            missing.append(f"package '{package}' is not installed")
+    missing.extend(_probe_vllm())
+    if not torch.cuda.is_available():
+        missing.append("CUDA is not available (ORZ's actors and vLLM engines need GPUs)")
+    return missing
+
+
+def _probe_orz_trainer() -> list[str]:
+    try:
+        module = importlib.import_module(ORZ_TRAINER_MODULE)
+    except Exception as error:  # noqa: BLE001 - vLLM / flash-attn failures are not always ImportError
+        return [f"{ORZ_TRAINER_MODULE} does not import ({type(error).__name__}: {error})"]
+    if not hasattr(module, ORZ_TRAINER_CLASS):
+        return [f"'orz' is installed but has no {ORZ_TRAINER_MODULE}.{ORZ_TRAINER_CLASS} "
+                f"(the PyPI package named 'orz' is unrelated to Open-Reasoner-Zero)"]
+    return []
+
+
+def _probe_vllm() -> list[str]:
+    if importlib.util.find_spec("vllm") is None:
+        return [f"package 'vllm' is not installed (ORZ needs the {ORZ_VLLM_SERIES}x V0 engine)"]
+    version = importlib.metadata.version("vllm")
+    if not version.startswith(ORZ_VLLM_SERIES):
+        return [f"vllm {version} is installed but ORZ patches the V0 engine of vllm {ORZ_VLLM_SERIES}x"]
+    return []
+
+
+def unavailable_message(missing: Sequence[str]) -> str:
+    """The one start-up message for an unusable ORZ stack."""
+    return (
+        f"policy.llm.use_orz_trainer=True but the ORZ trainer cannot be used: {'; '.join(missing)}. "
+        f"{ORZ_INSTALL_HINT}; or set policy.llm.use_orz_trainer=False, or set "
+        f"policy.llm.allow_builtin_trainer_fallback=True to train with the built-in LLMTrainer instead."
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- update paths
+class LLMUpdate(Protocol):
+    """What the training loop calls for an LLM update, whichever backend runs it."""
+
+    backend: str  # 'builtin' or 'orz'
+    version: int  # weights version (optimiser / PPO steps applied so far)
+
+    def train(self, samples: Sequence[LLMSample]) -> dict[str, float]: ...
+
+    def attach_prior(self, prior: "LLMPrior") -> None: ...
+
+
+class BuiltinLLMUpdate:
+    """The built-in trainer behind the :class:`LLMUpdate` interface (``trainer`` stays reachable for checkpoints)."""
+
+    backend = "builtin"
+
+    def __init__(self, trainer: "LLMTrainer", fallback: bool = False) -> None:
+        self.trainer = trainer
+        self.fallback = fallback
+
+    @property
+    def version(self) -> int:
+        return self.trainer.version
+
+    def train(self, samples: Sequence[LLMSample]) -> dict[str, float]:
+        metrics = self.trainer.train_step(samples)
+        metrics["llm/backend_orz"] = 0.0
+        metrics["llm/backend_fallback"] = float(self.fallback)
+        return metrics
+
+    def attach_prior(self, prior: "LLMPrior") -> None:
+        self.trainer.attach_prior(prior)
+
+
+class _PlaceholderPromptDataset:
+    """RayPPOTrainer's constructor builds a shuffling DataLoader, which rejects an empty dataset; it is never read."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> tuple[str, dict]:
+        raise RuntimeError("the ORZ hook feeds samples through train(); RayPPOTrainer's own dataloader is unused")
+
+    @staticmethod
+    def collate_fn(items: list) -> list:
+        return list(items)
+
+
+def fed_trainer_class(base: type) -> type:
+    """Subclass of ORZ's ``RayPPOTrainer`` that takes responses and rewards from the extras instead of sampling."""
+
+    class PriorZeroFedTrainer(base):
+        async def generate_vllm(self, gen_func, prompts: list[str], extras: list[dict], **kwargs) -> list[str]:
+            return [extra[RESPONSE_KEY] for extra in extras]
+
+        async def custom_reward_fn(self, prompts: list[str], outputs: list[str], extras: list[dict],
+                                   reward_model_fn=None) -> tuple[list[str], list[str], list[torch.Tensor]]:
+            token_ids = self._tokenize(list(outputs), self.cfg.generate_max_len, padding=False)["input_ids"]
+            scores = []
+            for index, (ids, extra) in enumerate(zip(token_ids, extras)):
+                if len(ids) == 0:
+                    raise ValueError(f"ORZ sample {index}: response {extra[RESPONSE_KEY]!r} tokenizes to nothing")
+                score = torch.zeros(len(ids), dtype=torch.float32)
+                score[-1] = float(extra[REWARD_KEY])
+                scores.append(score)
+            return list(prompts), list(outputs), scores
+
+    PriorZeroFedTrainer.__name__ = PriorZeroFedTrainer.__qualname__ = f"PriorZeroFed{base.__name__}"
+    return PriorZeroFedTrainer
+
+
+async def build_orz_runtime(trainer_cls: type, exp_fields: Mapping[str, Any], tokenizer, dataset) -> Any:
+    """Build ORZ's runtime once (NOT run here, no GPU/ORZ stack): config, placement group, vLLM engines, strategy,
+    policy and reference actors, then the prologue of ``RayPPOTrainer.train()`` (engine group + first weight sync)."""
+    import ray
+    from orz.exps.examples.ppo.ppo_base_exp import BasePPOExpConfig
+    from orz.ppo.actors import CriticRayActor, PolicyRayActor, RefRayActor
+    from orz.ppo.utils import _validate_args, create_vllm_engines, get_strategy
+    from ray.util.placement_group import placement_group
+
+    known = {name: value for name, value in exp_fields.items() if name in BasePPOExpConfig.__dataclass_fields__}
+    cfg = BasePPOExpConfig(**known)
+    for name, value in exp_fields.items():  # playground-only fields the trainer reads (packing_max_len, stop, ...)
+        if name not in known:
+            setattr(cfg, name, value)
+    _validate_args(cfg)
+    if not ray.is_initialized():
+        ray.init()
+    pg = None
+    if cfg.colocate_all:
+        pg = placement_group([{"GPU": 1, "CPU": 1}] * cfg.vllm_num_engines, strategy="PACK")
+        ray.get(pg.ready())
+    engines = create_vllm_engines(
+        cfg.vllm_num_engines, cfg.vllm_tensor_parallel_size, cfg.pretrain, cfg.seed, cfg.enable_prefix_caching,
+        cfg.enforce_eager, cfg.max_len, cfg.colocate_all, cfg.enable_chunked_prefill, cfg.max_num_batched_tokens,
+        cfg.gpu_memory_utilization, cfg.micro_rollout_batch_size, pg,
+    )
+    trainer = trainer_cls(cfg=cfg, strategy=get_strategy(cfg), tokenizer=tokenizer, train_dataset=dataset,
+                          vllm_engines=engines, colocate_pg=pg)
+    await trainer.build_models(PolicyRayActor, CriticRayActor, RefRayActor)
+    if cfg.colocate_all:
+        await trainer.policy_model.backload_to_gpu()
+        await trainer._backload_vllm_engines()
+    await trainer.policy_model.async_run_method("_init_vllm_engines_actor_group", engines)
+    await trainer._sync_policy_weights_to_vllm()
+    if cfg.colocate_all:
+        await trainer.policy_model.offload_to_cpu()
+    return trainer
+
+
+class OrzTrainerHook:
+    """Drives ORZ's ``RayPPOTrainer`` one PPO step per :meth:`train` call on PriorZero's samples (module docstring)."""
+
+    backend = "orz"
+
+    config = dict(
+        # (str) Reward given to ORZ: 'advantage' (what our RL loss uses) or 'return' (train() then needs returns).
+        reward_source="advantage",
+        # (int) Export ORZ's weights to the attached priors every this many updates (1 = after every update).
+        weights_sync_every=1,
+        # (bool) Keep ORZ's exported HF directories (<save_path>/iter<N>/policy) instead of deleting them after loading.
+        keep_weight_exports=False,
+        # (dict) Fields of ORZ's BasePPOExpConfig (plus playground fields such as packing_max_len), passed through;
+        # unset ones get one-GPU defaults from the hook. n_samples_per_prompt, use_compute_reward_fn, reward_pretrain,
+        # critic_pretrain, gamma and lambd are fixed by the hook (FORCED_EXP_FIELDS).
+        exp=dict(),
+    )
+
+    @classmethod
+    def default_config(cls):
+        return merge_strict(cls.config, {}, where="policy.llm.orz")
+
+    def __init__(self, cfg: Mapping | None, prompt_builder: PromptBuilder, model_path: Path, append_eos: bool,
+                 runtime_builder: RuntimeBuilder = build_orz_runtime) -> None:
+        self.cfg = merge_strict(self.config, cfg, where="policy.llm.orz", open_keys=("exp",))
+        if self.cfg.reward_source not in REWARD_SOURCES:
+            raise ValueError(f"policy.llm.orz.reward_source must be one of {REWARD_SOURCES}, "
+                             f"got {self.cfg.reward_source!r}")
+        if self.cfg.weights_sync_every < 1:
+            raise ValueError(f"policy.llm.orz.weights_sync_every must be >= 1, got {self.cfg.weights_sync_every}")
+        self.prompt_builder = prompt_builder
+        self.append_eos = append_eos
+        self.exp_fields = self._exp_fields(model_path)
+        self.version = 0
+        self.model = None  # no local module: priors copy merged_state_dict() (TransformersPrior.sync_from)
+        self._weights: dict[str, torch.Tensor] | None = None
+        self._priors: list["LLMPrior"] = []
+        trainer_module = importlib.import_module(ORZ_TRAINER_MODULE)
+        trainer_cls = fed_trainer_class(getattr(trainer_module, ORZ_TRAINER_CLASS))
+        self._loop = asyncio.new_event_loop()
+        self.trainer = self._loop.run_until_complete(
+            runtime_builder(trainer_cls, self.exp_fields, prompt_builder.tokenizer, _PlaceholderPromptDataset()))
+        self.trainer.global_step = 0  # set by RayPPOTrainer.train(), which the hook never calls
+        if self.trainer.critic_model is not None:
+            raise ValueError("the ORZ hook trains without a critic, but ORZ built one (set exp.critic_pretrain='')")
+
+    @classmethod
+    def from_llm_config(cls, llm_cfg: Mapping, runtime_builder: RuntimeBuilder = build_orz_runtime) -> "OrzTrainerHook":
+        """Build from ``policy.llm``: the prompt settings come from ``policy.llm.trainer`` (shared with the prior)."""
+        trainer_cfg = llm_cfg["trainer"]
+        model_path = resolve_model_path(trainer_cfg["model_path"])
+        builder = PromptBuilder(load_tokenizer(model_path), trainer_cfg["max_prompt_tokens"],
+                                trainer_cfg["history_turns"], trainer_cfg["system_prompt"])
+        return cls(llm_cfg["orz"], builder, model_path, trainer_cfg["append_eos"], runtime_builder)
+
+    def _exp_fields(self, model_path: Path) -> dict[str, Any]:
+        user = dict(self.cfg.exp)
+        for name, value in FORCED_EXP_FIELDS.items():
+            if name in user and user[name] != value:
+                raise ValueError(f"policy.llm.orz.exp.{name}={user[name]!r} conflicts with the ORZ hook, "
+                                 f"which needs {name}={value!r}")
+        prompt_max_len = user.get("prompt_max_len", self.prompt_builder.max_prompt_tokens)
+        generate_max_len = user.get("generate_max_len", 64)
+        save_path = user.get("save_path") or tempfile.mkdtemp(prefix="priorzero-orz-")
+        defaults = dict(
+            pretrain=str(model_path), save_path=save_path, ckpt_path=save_path,
+            tensorboard_log_dir=str(Path(save_path) / "tensorboard"),
+            prompt_max_len=prompt_max_len, generate_max_len=generate_max_len,
+            packing_max_len=prompt_max_len + generate_max_len,
+            colocate_all=True, actor_num_nodes=1, actor_num_gpus_per_node=1, ref_num_nodes=1,
+            ref_num_gpus_per_node=1, vllm_num_engines=1, micro_train_batch_size=1, micro_forward_batch_size=1,
+            advantage_normalize=self.cfg.reward_source == "return", use_orm_score=False, top_k=-1, stop=[],
+        )
+        return {**defaults, **user, **FORCED_EXP_FIELDS}
+
+    # ------------------------------------------------------------------ training
+    def train(self, samples: Sequence[LLMSample], returns: Sequence[float] | None = None,
+              weights_versions: Sequence[int] | None = None) -> dict[str, float]:
+        """One ORZ PPO step on ``samples``; the version bumps and the priors get the new weights (every N steps)."""
+        orz_samples = segments_to_orz_samples(samples, self.prompt_builder, self.cfg.reward_source, returns,
+                                              weights_versions, append_eos=self.append_eos)
+        status = self._loop.run_until_complete(self._ppo_step([s.to_orz_item() for s in orz_samples]))
+        self.version += 1
+        if self.version % self.cfg.weights_sync_every == 0:
+            self._sync_priors()
+        metrics = {f"llm/orz_{k}": float(v) for k, v in status.items() if isinstance(v, (int, float))}
+        metrics.update({"llm/samples": float(len(samples)), "llm/version": float(self.version),
+                        "llm/reward_mean": float(np.mean([s.reward for s in orz_samples])),
+                        "llm/backend_orz": 1.0, "llm/backend_fallback": 0.0})
+        return metrics
+
+    async def _ppo_step(self, items: list[tuple[str, dict]]) -> dict[str, Any]:
+        """One body of ``RayPPOTrainer.train()``'s loop: experience → (normalise) → split → policy PPO step."""
+        trainer, cfg = self.trainer, self.trainer.cfg
+        await trainer.make_experience(items)
+        if len(trainer.replay_buffer) == 0:
+            raise RuntimeError(f"ORZ made no experience from {len(items)} samples (all filtered or over "
+                               f"packing_max_len={cfg.packing_max_len})")
+        if cfg.advantage_normalize:
+            from orz.ppo.utils import normalize_advantages
+
+            trainer.replay_buffer = normalize_advantages(trainer.replay_buffer)
+        buffers = trainer.replay_buffer.split_to_n_batches(cfg.actor_num_nodes * cfg.actor_num_gpus_per_node)
+        if cfg.colocate_all:
+            await trainer.policy_model.backload_to_gpu()
+        status = await trainer.ppo_local_train_policy(buffers, trainer.global_step)
+        if cfg.colocate_all:
+            await trainer.policy_model.offload_to_cpu()
+        trainer.replay_buffer.clear()
+        trainer.global_step += 1
+        return status or {}
+
+    # ------------------------------------------------------------------ weights
+    def attach_prior(self, prior: "LLMPrior") -> None:
+        """Keep ``prior`` in sync; before the first update it already holds the same pretrained weights."""
+        self._priors.append(prior)
+        if self._weights is not None:
+            prior.sync_from(self)
+
+    def merged_state_dict(self) -> dict[str, torch.Tensor]:
+        """The latest weights exported from ORZ (HF names), what ``LLMPrior.sync_from`` loads."""
+        if self._weights is None:
+            raise RuntimeError("no weights exported from ORZ yet: train() has not synced any update")
+        return self._weights
+
+    def _sync_priors(self) -> None:
+        export_dir = self._loop.run_until_complete(self._export_weights())
+        self._weights = read_hf_weights(export_dir)
+        if not self.cfg.keep_weight_exports:
+            shutil.rmtree(export_dir, ignore_errors=True)
+        for prior in self._priors:
+            prior.sync_from(self)
+        logger.debug("ORZ weights (version %d) synced to %d priors", self.version, len(self._priors))
+
+    async def _export_weights(self) -> Path:
+        trainer = self.trainer
+        if trainer.cfg.colocate_all:
+            await trainer.policy_model.backload_to_gpu()
+        await trainer.policy_model.async_save_model(trainer.tokenizer, trainer.global_step)
+        if trainer.cfg.colocate_all:
+            await trainer.policy_model.offload_to_cpu()
+        return Path(trainer.cfg.save_path) / f"iter{trainer.global_step}" / "policy"
+
+    def state_dict(self) -> dict[str, int]:
+        """Counters only: the weights live in ORZ's actors (ZeRO-3 shards) and ORZ's own saves."""
+        return {"version": self.version, "global_step": self.trainer.global_step}
+
+    def close(self) -> None:
+        self._loop.close()
+
+
+def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of an HF model directory (``*.safetensors``, else ``pytorch_model*.bin``), on CPU."""
+    from safetensors.torch import load_file
+
+    files = sorted(directory.glob("*.safetensors"))
+    if files:
+        return {name: tensor for f in files for name, tensor in load_file(f).items()}
+    files = sorted(directory.glob("pytorch_model*.bin"))
+    if not files:
+        raise FileNotFoundError(f"ORZ's weight export {str(directory)!r} holds no *.safetensors or pytorch_model*.bin")
+    return {name: tensor for f in files for name, tensor in torch.load(f, map_location="cpu", weights_only=True).items()}
+
+
+# ---------------------------------------------------------------------------------------------------- choice
+def build_llm_update(cfg: Mapping, trainer_factory: Callable[[], "LLMTrainer"],
+                     runtime_builder: RuntimeBuilder = build_orz_runtime,
+                     probe: Callable[[], list[str]] = probe_orz_stack) -> LLMUpdate:
+    """The LLM update path for ``policy.llm`` (``use_orz_trainer``, ``allow_builtin_trainer_fallback``, ``orz``,
+    ``trainer``). ``trainer_factory`` builds the built-in trainer and is called only when that path is taken."""
+    if not cfg["use_orz_trainer"]:
+        return BuiltinLLMUpdate(trainer_factory())
+    missing = probe()
+    if not missing:
+        logger.info("LLM updates run through ORZ's RayPPOTrainer (in-process, fed with PriorZero's samples)")
+        return OrzTrainerHook.from_llm_config(cfg, runtime_builder)
+    message = unavailable_message(missing)
+    if not cfg["allow_builtin_trainer_fallback"]:
+        raise OrzUnavailableError(message)
+    logger.warning("%s Continuing with the built-in LLMTrainer (allow_builtin_trainer_fallback=True).", message)
+    return BuiltinLLMUpdate(trainer_factory(), fallback=True)
+
+
+# Keys to add under PriorZeroPolicy.config['llm'] (the lead splices them in).
+ORZ_LLM_CONFIG = dict(
+    # (bool) Train the LLM through Open-Reasoner-Zero's RayPPOTrainer (GPU, ORZ stack) instead of LLMTrainer.
+    use_orz_trainer=False,
+    # (bool) With use_orz_trainer=True and no usable ORZ stack: warn and use LLMTrainer instead of failing.
+    allow_builtin_trainer_fallback=False,
+    # (dict) ORZ hook settings (OrzTrainerHook.config).
+    orz=OrzTrainerHook.config,
+)
