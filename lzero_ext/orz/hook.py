@@ -355,6 +355,8 @@ class OrzTrainerHook:
         self._weights = read_hf_weights(export_dir)
         if not self.cfg.keep_weight_exports:
             shutil.rmtree(export_dir, ignore_errors=True)
+            if not any(export_dir.parent.iterdir()):  # iter<N>/ held only this export
+                export_dir.parent.rmdir()
         for prior in self._priors:
             prior.sync_from(self)
         logger.debug("ORZ weights (version %d) synced to %d priors", self.version, len(self._priors))
@@ -386,7 +388,10 @@ def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
     files = sorted(directory.glob("pytorch_model*.bin"))
     if not files:
         raise FileNotFoundError(f"ORZ's weight export {str(directory)!r} holds no *.safetensors or pytorch_model*.bin")
-    return {name: tensor for f in files for name, tensor in torch.load(f, map_location="cpu", weights_only=True).items()}
+    weights: dict[str, torch.Tensor] = {}
+    for f in files:
+        weights.update(torch.load(f, map_location="cpu", weights_only=True))
+    return weights
 
 
 # ---------------------------------------------------------------------------------------------------- choice

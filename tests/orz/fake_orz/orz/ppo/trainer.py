@@ -37,6 +37,9 @@ class FakePolicyGroup:
         self.weight += 1.0
         return [{"clip_ratio": 0.0, "policy_update_steps": 1, "entropy": 0.5, "policy_loss": 0.25}]
 
+    async def async_run_method(self, name: str, *args) -> None:
+        self.calls.append(f"run:{name}")
+
     async def async_save_model(self, tokenizer, iteration: int) -> None:
         self.calls.append(f"save:{iteration}")
         path = Path(self.trainer.cfg.save_path) / f"iter{iteration}" / "policy"
@@ -56,11 +59,19 @@ class RayPPOTrainer:
         self.policy_model = None
         self.critic_model = None
         self.experience_inputs: list[list] = []
+        self.replay_buffer_seen: list[dict] = []
         self.ppo_calls: list[tuple[int, list[int], int]] = []
 
     async def build_models(self, PolicyRayActor, CriticRayActor, RefRayActor, RewardRayActor=None) -> None:
+        self.built_with = (PolicyRayActor, CriticRayActor, RefRayActor, RewardRayActor)
         self.policy_model = FakePolicyGroup(self)
         self.critic_model = object() if self.cfg.critic_pretrain else None
+
+    async def _backload_vllm_engines(self) -> None:
+        self.policy_model.calls.append("backload_vllm")
+
+    async def _sync_policy_weights_to_vllm(self) -> None:
+        self.policy_model.calls.append("sync_vllm")
 
     async def train(self) -> None:
         raise AssertionError("PriorZero's hook must never call RayPPOTrainer.train() (a whole multi-episode run)")
@@ -92,7 +103,9 @@ class RayPPOTrainer:
         assert self.cfg.use_compute_reward_fn
         prompts, outputs, rewards = await self.custom_reward_fn(prompts, outputs, extras, reward_model_fn=None)
         for prompt, output, reward, extra in zip(prompts, outputs, rewards, extras):
-            self.replay_buffer.append(dict(prompt=prompt, response=output, score=reward, extra=extra))
+            entry = dict(prompt=prompt, response=output, score=reward, extra=extra)
+            self.replay_buffer.append(entry)
+            self.replay_buffer_seen.append(entry)
 
     async def ppo_local_train_policy(self, replay_buffers, global_steps: int):
         self.ppo_calls.append((len(replay_buffers), [len(b) for b in replay_buffers], global_steps))
