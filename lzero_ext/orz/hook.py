@@ -23,6 +23,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -369,6 +370,16 @@ class OrzTrainerHook:
         if trainer.cfg.colocate_all:
             await trainer.policy_model.offload_to_cpu()
         return Path(trainer.cfg.save_path) / f"iter{trainer.global_step}" / "policy"
+
+    def export_hf(self, out_dir: str | os.PathLike) -> Path:
+        """Write ORZ's current policy as an HF directory at ``out_dir`` (replacing it), like ``LLMTrainer.export_hf``."""
+        export_dir = self._loop.run_until_complete(self._export_weights())
+        out_path = Path(out_dir)
+        if out_path.exists():
+            shutil.rmtree(out_path)
+        shutil.copytree(export_dir, out_path)
+        logger.info("Exported ORZ's LLM (version %d) to %s", self.version, out_path)
+        return out_path
 
     def state_dict(self) -> dict[str, int]:
         """Counters only: the weights live in ORZ's actors (ZeRO-3 shards) and ORZ's own saves."""

@@ -208,6 +208,14 @@ def test_weights_sync_every_n_updates(orz_hook, samples, tmp_path):
     assert (tmp_path / "orz" / "iter2" / "policy" / "model.safetensors").is_file()
 
 
+def test_export_hf_copies_orz_policy_weights(orz_hook, samples, tmp_path):
+    hook = orz_hook()
+    hook.train(samples)
+    out = hook.export_hf(tmp_path / "llm_hf")
+    torch.testing.assert_close(read_hf_weights(out)["lm_head.weight"], torch.ones(2, 3))
+    assert hook.state_dict() == {"version": 1, "global_step": 1}
+
+
 def test_return_rewards_need_returns_and_are_normalised_by_default(orz_hook, samples):
     utils = importlib.import_module("orz.ppo.utils")
     utils.CALLS.clear()
