@@ -149,6 +149,12 @@ class BuiltinLLMUpdate:
     def attach_prior(self, prior: "LLMPrior") -> None:
         self.trainer.attach_prior(prior)
 
+    def state_dict(self) -> dict:
+        return self.trainer.state_dict()
+
+    def export_hf(self, out_dir: str | os.PathLike) -> Path:
+        return self.trainer.export_hf(out_dir)
+
 
 class _PlaceholderPromptDataset:
     """RayPPOTrainer's constructor builds a shuffling DataLoader, which rejects an empty dataset; it is never read."""

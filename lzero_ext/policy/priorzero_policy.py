@@ -37,6 +37,7 @@ from lzero_ext.llm.types import PriorRequest, Turn
 from lzero_ext.mcts.root_prior import RootPriorMixer
 from lzero_ext.mcts.search import BatchedMCTS, SearchConfig, SearchOutput, select_action
 from lzero_ext.mcts.unizero_adapter import UniZeroNodeKVSearchModel
+from lzero_ext.orz.hook import BuiltinLLMUpdate, LLMUpdate, OrzTrainerHook, build_llm_update
 from lzero_ext.policy.wm_learner import WorldModelLearner
 from lzero_ext.policy.world_model import TextUniZeroModel, build_world_model
 
@@ -109,6 +110,13 @@ class PriorZeroPolicy(Policy):
             prior=LLMPrior.config,
             # (dict) Trainer (LLMTrainer.config).
             trainer=LLMTrainer.config,
+            # (bool) Train the LLM through Open-Reasoner-Zero's RayPPOTrainer (GPU + ORZ stack) instead of LLMTrainer.
+            use_orz_trainer=False,
+            # (bool) With use_orz_trainer=True but no usable ORZ stack: log a warning and use LLMTrainer instead of
+            # failing at start.
+            allow_builtin_trainer_fallback=False,
+            # (dict) ORZ hook settings (OrzTrainerHook.config); orz.exp is free-form (ORZ BasePPOExpConfig fields).
+            orz=OrzTrainerHook.config,
         ),
         learn=dict(
             # (int) World-model batch size (windows per update).
@@ -165,7 +173,8 @@ class PriorZeroPolicy(Policy):
                  enable_field: list[str] | None = None) -> None:
         self._cfg = cfg
         self._validate()
-        self._llm_trainer: LLMTrainer | None = None
+        self._llm_update: LLMUpdate | None = None
+        self._llm_trainer: LLMTrainer | None = None  # the built-in trainer, when it is the update path
         self._llm_prior: LLMPrior | None = None
         self._mcts: BatchedMCTS | None = None
         super().__init__(cfg, model, enable_field)
@@ -174,7 +183,10 @@ class PriorZeroPolicy(Policy):
         self._batch_size = self._cfg.learn.batch_size
         self._priority = False
         self._wm_learner = WorldModelLearner(self._model, self._cfg.learn.wm)
-        self._llm_trainer = LLMTrainer(self._cfg.llm.trainer) if self._llm_trains else None
+        if self._llm_trains:
+            self._llm_update = build_llm_update(self._cfg.llm, lambda: LLMTrainer(self._cfg.llm.trainer))
+            if isinstance(self._llm_update, BuiltinLLMUpdate):
+                self._llm_trainer = self._llm_update.trainer
         self._ensure_prior()
 
     def _init_collect(self) -> None:
@@ -200,13 +212,12 @@ class PriorZeroPolicy(Policy):
         """Create the prior once; with the transformers backend it shares the trainer's model (one weights owner)."""
         if self._llm_prior is not None or not self._cfg.llm.enable:
             return
-        trainer = self._llm_trainer
-        if trainer is not None and self._cfg.llm.prior.backend == 'transformers':
-            self._llm_prior = TransformersPrior.from_trainer(trainer, self._cfg.llm.prior)
-        else:
+        if self._llm_trainer is not None and self._cfg.llm.prior.backend == 'transformers':
+            self._llm_prior = TransformersPrior.from_trainer(self._llm_trainer, self._cfg.llm.prior)
+        else:  # vLLM backend, or ORZ owns the weights: the prior receives them after every update
             self._llm_prior = build_prior(self._cfg.llm.prior)
-            if trainer is not None:
-                trainer.attach_prior(self._llm_prior)
+            if self._llm_update is not None:
+                self._llm_update.attach_prior(self._llm_prior)
 
     def _validate(self) -> None:
         cfg = self._cfg
@@ -364,11 +375,11 @@ class PriorZeroPolicy(Policy):
 
     def train_llm(self, buffer: PriorZeroGameBuffer) -> dict[str, float]:
         """One LLM update (SFT toward visit counts + RL on advantages); the prior sees the new weights after it."""
-        if self._llm_trainer is None:
+        if self._llm_update is None:
             return {}
         advantage_fn = self._wm_learner.advantage_fn if self._cfg.learn.use_target_model_values else None
         samples = buffer.sample_llm_batch(self._cfg.learn.llm_batch_size, advantage_fn)
-        return self._llm_trainer.train_step(samples)
+        return self._llm_update.train(samples)
 
     def after_training_burst(self) -> None:
         """Refresh the world model's inference caches after its weights changed (as UniZero does)."""
@@ -401,23 +412,25 @@ class PriorZeroPolicy(Policy):
     def _state_dict_learn(self) -> dict[str, Any]:
         return {
             'world_model': self._wm_learner.state_dict(),
-            'llm': self._llm_trainer.state_dict() if self._llm_trainer is not None else None,
+            'llm': self._llm_update.state_dict() if self._llm_update is not None else None,
         }
 
     def _load_state_dict_learn(self, state: Mapping[str, Any]) -> None:
         self._wm_learner.load_state_dict(state['world_model'])
-        if self._llm_trainer is not None:
+        if self._llm_update is not None:
             if state['llm'] is None:
                 raise ValueError("checkpoint has no LLM trainer state but this config trains the LLM")
+            if self._llm_trainer is None:
+                raise ValueError("resuming the ORZ trainer goes through ORZ's own checkpoints (orz.save_path)")
             self._llm_trainer.load_state_dict(state['llm'])
             if self._llm_prior is not None:
                 self._llm_prior.sync_from(self._llm_trainer)
         self.after_training_burst()
 
     def export_llm(self, out_dir) -> Any:
-        if self._llm_trainer is None:
+        if self._llm_update is None:
             raise ValueError("no LLM trainer: llm.enable and llm.train must be True to export the LLM")
-        return self._llm_trainer.export_hf(out_dir)
+        return self._llm_update.export_hf(out_dir)
 
     # DI-engine's generic collector/evaluator interfaces; PriorZero's own workers call ``act`` directly.
     def _forward_collect(self, data: dict[int, Any], **kwargs) -> dict[int, Any]:

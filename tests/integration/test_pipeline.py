@@ -81,3 +81,18 @@ def test_resume_continues_with_identical_counters_and_weights(tiny_config):
         assert second.iteration == 3 and second.collector.envstep > saved_steps
     finally:
         second.close()
+
+
+def test_orz_requested_without_orz_fails_at_start_or_falls_back_when_allowed(tiny_config, caplog):
+    from lzero_ext.orz.hook import OrzUnavailableError
+
+    cfg, create_cfg = tiny_config(policy=dict(llm=dict(use_orz_trainer=True)))
+    with pytest.raises(OrzUnavailableError, match="orz"):
+        HybridTrainer(cfg, create_cfg)
+    cfg, create_cfg = tiny_config(policy=dict(llm=dict(use_orz_trainer=True, allow_builtin_trainer_fallback=True)))
+    trainer = HybridTrainer(cfg, create_cfg)
+    try:
+        assert trainer.policy._llm_update.backend == "builtin" and trainer.policy._llm_update.fallback
+        assert any("fall" in r.getMessage().lower() for r in caplog.records)
+    finally:
+        trainer.close()

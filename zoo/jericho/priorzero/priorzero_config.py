@@ -85,7 +85,7 @@ _FULL = dict(
 
 _DEBUG = dict(
     env=dict(max_steps=30, action_space_size=12, max_seq_len=128, collector_env_num=2, evaluator_env_num=2,
-             n_evaluator_episode=2, manager=dict(shared_memory=False)),
+             n_evaluator_episode=4, manager=dict(shared_memory=False)),
     policy=dict(
         device='cpu',
         model=dict(embed_dim=64, num_layers=1, num_heads=2, group_size=8, num_unroll_steps=5,
@@ -96,10 +96,10 @@ _DEBUG = dict(
                  trainer=dict(device='cpu', lr=3e-4, micro_batch_size=8, lr_schedule='constant', kl_coef=0.01)),
         learn=dict(batch_size=16, llm_batch_size=8, wm=dict(learning_rate=1e-3)),
         collect=dict(collector=dict(n_steps=32, segment_length=12)),
-        other=dict(replay_buffer=dict(num_unroll_steps=5, td_steps=3)),
+        other=dict(replay_buffer=dict(num_unroll_steps=5, td_steps=5)),
     ),
-    train=dict(max_iter=12, wm_train_freq=1, llm_train_freq=2, wm_updates_per_iter=4, llm_updates_per_iter=2,
-               eval_freq=4, save_freq=4),
+    train=dict(max_iter=120, wm_train_freq=1, llm_train_freq=1, wm_updates_per_iter=8, llm_updates_per_iter=1,
+               eval_freq=10, save_freq=20),
 )
 
 
@@ -173,7 +173,7 @@ def get_priorzero_config(
                                                                           trainer=dict(device=device)))))
     user = deep_merge(deep_merge(preset, flags), overrides or {})
     cfg = merge_strict(default_main_config(), user, where='main_config',
-                       open_keys=('env.manager',))
+                       open_keys=('env.manager', 'policy.llm.orz.exp'))
     name = exp_name or f"data_priorzero/{resolve_game_path(game).stem}__priorzero{'_debug' if debug else ''}__seed{seed}"
     cfg.exp_name = name
     return _derive(cfg, user), create_config_for()
