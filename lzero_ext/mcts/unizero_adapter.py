@@ -11,7 +11,7 @@ The calls replicate LightZero 0.2.0's own UniZero search (``UniZeroPolicy._forwa
   search_depth, timesteps)``; the world model finds each parent's KV cache by hashing the numpy latent (root caches
   per env index, inner-node caches in one dict), appends (action, next latent) and caches the result.
 * categorical value/reward heads become scalars with the world model's support (``support_size`` bins), using our
-  re-implementation of LightZero's inverse scalar transform (``scalar_transform.py``).
+  re-implementation of LightZero's inverse scalar transform (``lzero_ext/utils/value_transform.py``).
 
 Two adapters: :class:`UniZeroSearchModel` drives the world model exactly as above (LightZero's hashed KV caches);
 :class:`UniZeroNodeKVSearchModel` (recommended; 2.5x faster on an H100 at B=16) computes the same outputs with the
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lzero_ext.mcts.scalar_transform import support_logits_to_scalar, support_size_to_scale
+from lzero_ext.utils.value_transform import support_logits_to_scalar, support_size_to_scale
 from lzero_ext.mcts.search import RecurrentOutput, RootInput
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ import torch.nn as nn
 from easydict import EasyDict
 
 from lzero_ext.buffer.game_buffer import AdvantageRequest, BootstrapRequest, WorldModelBatch
-from lzero_ext.policy.world_model import inverse_scalar_transform, scalar_to_categorical
+from lzero_ext.utils.value_transform import scalar_to_categorical, support_logits_to_scalar
 from lzero_ext.utils.config import merge_strict
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class WorldModelLearner:
         return {'wm/skipped_updates': float(self.skipped_updates)}
 
     def _inverse_transform(self, logits: torch.Tensor) -> torch.Tensor:
-        return inverse_scalar_transform(logits, self.support_scale)
+        return support_logits_to_scalar(logits, self.support_scale).unsqueeze(-1)
 
     def _to_gpt_batch(self, batch: WorldModelBatch) -> dict[str, torch.Tensor]:
         """UniZero's ``batch_for_gpt``: T observations, T actions and the T targets after them."""
@@ -225,7 +225,7 @@ class WorldModelLearner:
             start_pos=torch.as_tensor(timesteps, device=self.device),
         )
         logits = outputs.logits_value.reshape(-1, outputs.logits_value.shape[-1])
-        values = inverse_scalar_transform(logits.float(), self.support_scale).squeeze(-1)
+        values = support_logits_to_scalar(logits, self.support_scale)
         return values.reshape(observations.shape[0], observations.shape[1]).cpu().numpy()
 
     def after_training_burst(self) -> None:

@@ -28,64 +28,9 @@ from lzero.model.unizero_world_models.world_model import WorldModel
 
 from lzero_ext.policy.text_encoder import TextObservationEncoder
 from lzero_ext.utils.config import merge_strict
+from lzero_ext.utils.value_transform import support_logits_to_scalar, support_size
 
 logger = logging.getLogger(__name__)
-
-SCALAR_TRANSFORM_EPSILON = 0.001
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Value / reward transforms (MuZero appendix F; same maths as lzero.policy.scaling_transform)
-# ----------------------------------------------------------------------------------------------------------------------
-def support_size(support_scale: int) -> int:
-    """Number of bins of the categorical support ``[-support_scale, support_scale]`` with unit spacing."""
-    return 2 * support_scale + 1
-
-
-def scalar_transform(x: torch.Tensor, epsilon: float = SCALAR_TRANSFORM_EPSILON) -> torch.Tensor:
-    """``h(x) = sign(x) (sqrt(|x| + 1) - 1) + eps x``: squashes large returns before they are binned."""
-    return torch.sign(x) * (torch.sqrt(torch.abs(x) + 1) - 1) + epsilon * x
-
-
-def inverse_scalar_transform(
-    logits: torch.Tensor, support_scale: int, epsilon: float = SCALAR_TRANSFORM_EPSILON
-) -> torch.Tensor:
-    """Expected value of categorical ``logits`` ``[N, support]`` mapped back through ``h^-1``; returns ``[N, 1]``.
-
-    Unlike LightZero's helper this always applies softmax: the heads output logits, and skipping the softmax
-    when the logits happen to sum to one (as LightZero does) would be a silent numerical accident.
-    """
-    if logits.shape[-1] != support_size(support_scale):
-        raise ValueError(
-            f"Expected {support_size(support_scale)} support bins for support_scale={support_scale}, "
-            f"got logits of shape {tuple(logits.shape)}"
-        )
-    probs = torch.softmax(logits, dim=-1)
-    support = torch.arange(-support_scale, support_scale + 1, device=logits.device, dtype=probs.dtype)
-    value = (probs * support).sum(dim=-1, keepdim=True)
-    root = (torch.sqrt(1 + 4 * epsilon * (torch.abs(value) + 1 + epsilon)) - 1) / (2 * epsilon)
-    return torch.sign(value) * (root * root - 1)
-
-
-def phi_transform(support_scale: int, x: torch.Tensor) -> torch.Tensor:
-    """Two-hot categorical target ``[..., support]`` for already-``h``-transformed scalars ``x`` ``[...]``.
-
-    Each scalar is clipped to the support and split between its two neighbouring integer bins.
-    """
-    x = x.clamp(-support_scale, support_scale)
-    low = x.floor()
-    p_high = x - low
-    low_index = (low + support_scale).long()
-    high_index = (low_index + 1).clamp(max=2 * support_scale)
-    target = torch.zeros(*x.shape, support_size(support_scale), device=x.device, dtype=torch.float32)
-    target.scatter_add_(-1, low_index.unsqueeze(-1), (1 - p_high).unsqueeze(-1).float())
-    target.scatter_add_(-1, high_index.unsqueeze(-1), p_high.unsqueeze(-1).float())
-    return target
-
-
-def scalar_to_categorical(support_scale: int, x: torch.Tensor) -> torch.Tensor:
-    """Raw scalars (returns, rewards) ``[...]`` to UniZero's categorical targets ``[..., support]``."""
-    return phi_transform(support_scale, scalar_transform(x))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -242,4 +187,4 @@ def build_world_model(cfg: Mapping[str, Any]) -> UniZeroModel:
 
 def value_from_logits(logits: torch.Tensor, support_scale: int) -> np.ndarray:
     """Scalar values ``[N]`` (float32 numpy) from categorical value/reward logits ``[N, support]``."""
-    return inverse_scalar_transform(logits.detach().float(), support_scale).squeeze(-1).cpu().numpy()
+    return support_logits_to_scalar(logits.detach(), support_scale).cpu().numpy()

@@ -1,8 +1,9 @@
-"""Categorical value/reward supports to scalars, the way LightZero's world models are trained.
+"""Value/reward transforms between scalars and categorical supports, as LightZero's world models are trained.
 
 LightZero keeps these helpers in ``lzero.policy.scaling_transform``, but importing anything under ``lzero.policy``
-imports the compiled search tree, which only exists for CPython 3.11. This module re-implements the two functions the
-search needs, with torch only, and ``tests/mcts/test_scalar_transform.py`` checks equality with LightZero's.
+imports the compiled search tree, which only exists for CPython 3.11. This module re-implements them with torch only
+(the search turns head outputs into scalars; the world-model learner turns targets into two-hot categoricals), and
+``tests/utils/test_value_transform.py`` checks equality with LightZero's.
 
 The transform is MuZero's invertible value rescaling ``h(x) = sign(x)(sqrt(|x|+1)-1) + eps*x`` (Pohlen et al.,
 2018, Proposition A.2); networks predict a categorical distribution over the integer support ``[-scale, scale]`` of
@@ -11,6 +12,11 @@ The transform is MuZero's invertible value rescaling ``h(x) = sign(x)(sqrt(|x|+1
 from __future__ import annotations
 
 import torch
+
+
+def support_size(support_scale: int) -> int:
+    """Number of bins of the categorical support ``[-support_scale, support_scale]`` with unit spacing."""
+    return 2 * support_scale + 1
 
 
 def support_size_to_scale(support_size: int) -> int:
@@ -50,3 +56,24 @@ def support_logits_to_scalar(
     else:
         scaled = logits.float().reshape(logits.shape[0])
     return inverse_scalar_transform(scaled, epsilon)
+
+
+def phi_transform(support_scale: int, x: torch.Tensor) -> torch.Tensor:
+    """Two-hot categorical target ``[..., support]`` for already-``h``-transformed scalars ``x`` ``[...]``.
+
+    Each scalar is clipped to the support and split between its two neighbouring integer bins.
+    """
+    x = x.clamp(-support_scale, support_scale)
+    low = x.floor()
+    p_high = x - low
+    low_index = (low + support_scale).long()
+    high_index = (low_index + 1).clamp(max=2 * support_scale)
+    target = torch.zeros(*x.shape, support_size(support_scale), device=x.device, dtype=torch.float32)
+    target.scatter_add_(-1, low_index.unsqueeze(-1), (1 - p_high).unsqueeze(-1).float())
+    target.scatter_add_(-1, high_index.unsqueeze(-1), p_high.unsqueeze(-1).float())
+    return target
+
+
+def scalar_to_categorical(support_scale: int, x: torch.Tensor) -> torch.Tensor:
+    """Raw scalars (returns, rewards) ``[...]`` to UniZero's categorical targets ``[..., support]``."""
+    return phi_transform(support_scale, scalar_transform(x))
