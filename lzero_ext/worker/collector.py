@@ -91,6 +91,11 @@ class PriorZeroCollector:
     def __init__(self, cfg: dict | None = None, env: Any = None, policy: Any = None, tb_logger: Any = None,
                  exp_name: str = 'default_experiment', instance_name: str = 'collector') -> None:
         self._cfg = merge_strict(self.default_config(), dict(cfg or {}), where='collector')
+        if self._cfg.pad_length > self._cfg.segment_length:
+            raise ValueError(
+                f"collector.segment_length={self._cfg.segment_length} must be >= pad_length={self._cfg.pad_length} "
+                f"(= replay_buffer.num_unroll_steps + td_steps): raise segment_length or lower those two"
+            )
         self._env = env
         self._policy = policy
         self._tb_logger = tb_logger
