@@ -38,4 +38,10 @@ def test_two_envs_step_through_an_env_manager(manager_cls, tiny_tokenizer_path):
         assert len(episode_returns) >= 4  # both envs finished (max_steps=4) and were auto-reset
         assert "take shovel" in executed
     finally:
-        manager.close()
+        try:
+            manager.close()
+        except ConnectionResetError:
+            # DI-engine 0.5.3's SyncSubprocessEnvManager.close() sends 'close' to every child and reads the replies;
+            # a child that exits right after replying can reset the socketpair before the read (seen once under
+            # load). Closing is DI-engine's code and not what this test checks.
+            assert manager_cls is SyncSubprocessEnvManager
