@@ -96,3 +96,12 @@ def test_orz_requested_without_orz_fails_at_start_or_falls_back_when_allowed(tin
         assert any("fall" in r.getMessage().lower() for r in caplog.records)
     finally:
         trainer.close()
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda"])
+def test_unusable_device_is_a_clear_error(tiny_config, device):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    cfg, create_cfg = tiny_config(policy=dict(device=device))
+    with pytest.raises(ValueError, match="device"):
+        HybridTrainer(cfg, create_cfg)
