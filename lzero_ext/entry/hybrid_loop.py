@@ -73,6 +73,7 @@ class HybridTrainer:
         self.iteration = 0
         self.last_eval: dict[str, float] = {}
         self._stop_requested = False
+        self._consecutive_skips = 0
         if resume is not None:
             self._resume(resume)
 
@@ -167,7 +168,7 @@ class HybridTrainer:
         metrics: dict[str, float] = {}
         if self.schedule.train_world_model(it):
             tic = time.perf_counter()
-            steps = [self.policy.train_world_model(self.buffer) for _ in range(self.schedule.cfg.wm_updates_per_iter)]
+            steps = [self._world_model_update() for _ in range(self.schedule.cfg.wm_updates_per_iter)]
             self.policy.after_training_burst()
             metrics.update(_mean_metrics(steps))
             metrics['perf/wm_train_steps_per_s'] = len(steps) / (time.perf_counter() - tic)
@@ -180,6 +181,22 @@ class HybridTrainer:
         for source, alias in TRAIN_ALIASES.items():
             if source in metrics:
                 metrics[alias] = metrics[source]
+        return metrics
+
+    def _world_model_update(self) -> dict[str, float]:
+        """One update; a run whose losses stay non-finite stops instead of silently training on nothing."""
+        metrics = self.policy.train_world_model(self.buffer)
+        if 'wm/total_loss' in metrics:
+            self._consecutive_skips = 0
+            return metrics
+        self._consecutive_skips += 1
+        limit = self.schedule.cfg.max_consecutive_skipped_updates
+        if self._consecutive_skips >= limit:
+            raise RuntimeError(
+                f"{limit} world-model updates in a row had a non-finite loss or gradient and were skipped; the run "
+                f"is diverging. Lower policy.learn.wm.learning_rate or check the reward scale (last checkpoint: "
+                f"{self.checkpoints.directory})"
+            )
         return metrics
 
     def _evaluate(self) -> dict[str, float]:

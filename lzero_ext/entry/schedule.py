@@ -40,6 +40,9 @@ class TrainSchedule:
         save_buffer=True,
         # (bool) Also export the LLM as a Hugging Face directory (LoRA merged) with each checkpoint.
         export_llm=True,
+        # (int) Abort with a clear error after this many world-model updates in a row were skipped for a non-finite
+        # loss or gradient (single skips are logged and counted: wm/skipped_updates).
+        max_consecutive_skipped_updates=20,
     )
 
     @classmethod
@@ -48,7 +51,7 @@ class TrainSchedule:
 
     def __init__(self, cfg: dict | None = None) -> None:
         self.cfg = merge_strict(self.default_config(), cfg, where="train")
-        for key in ("max_iter", "wm_train_freq", "llm_train_freq", "keep_checkpoints"):
+        for key in ("max_iter", "wm_train_freq", "llm_train_freq", "keep_checkpoints", "max_consecutive_skipped_updates"):
             if self.cfg[key] < 1:
                 raise ValueError(f"train.{key} must be >= 1, got {self.cfg[key]}")
         for key in ("wm_updates_per_iter", "llm_updates_per_iter", "eval_freq", "save_freq", "min_buffer_transitions"):

@@ -105,3 +105,14 @@ def test_unusable_device_is_a_clear_error(tiny_config, device):
     cfg, create_cfg = tiny_config(policy=dict(device=device))
     with pytest.raises(ValueError, match="device"):
         HybridTrainer(cfg, create_cfg)
+
+
+def test_run_aborts_after_too_many_consecutive_non_finite_updates(tiny_config, monkeypatch):
+    cfg, create_cfg = tiny_config(train=dict(max_consecutive_skipped_updates=3, wm_updates_per_iter=5))
+    trainer = HybridTrainer(cfg, create_cfg)
+    try:
+        monkeypatch.setattr(trainer.policy, "train_world_model", lambda buffer: {"wm/skipped_updates": 1.0})
+        with pytest.raises(RuntimeError, match="3 world-model updates in a row"):
+            trainer.run()
+    finally:
+        trainer.close()
