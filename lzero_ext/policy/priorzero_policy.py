@@ -440,7 +440,10 @@ class PriorZeroPolicy(Policy):
         return self._forward_mode(data, 'eval', **kwargs)
 
     def _forward_mode(self, data: dict[int, Any], mode: str, histories: dict[int, list[Turn]] | None = None,
-                      eval_mode: str = 'mcts') -> dict[int, ActOutput]:
+                      eval_mode: str | None = None) -> dict[int, ActOutput]:
+        """``eval_mode`` None: full search when collecting, ``policy.eval.mode`` when evaluating."""
+        if eval_mode is None:
+            eval_mode = self._cfg.eval.mode if mode == 'eval' else 'mcts'
         env_ids = sorted(data)
         observations = [StepObservation.from_env_obs(data[e]) for e in env_ids]
         hist = [list((histories or {}).get(e, [])) for e in env_ids]

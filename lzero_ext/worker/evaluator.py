@@ -2,8 +2,8 @@
 
 Modes: ``mcts`` (full PriorZero: mixed root prior + search, argmax of visits), ``llm_only`` (argmax of the LLM prior,
 no search) and ``wm_only`` (search with the world model's prior only). Reported per mode: mean/max/std return, mean
-score, victory rate and mean episode length; the ``mcts`` mode is reported under ``evals/``, ablations under
-``evals/<mode>/``. Registered as ``priorzero`` in SERIAL_EVALUATOR_REGISTRY so DI-engine's serial pipeline can use it.
+score, victory rate and mean episode length; the policy's own eval mode (``policy.eval.mode``, default ``mcts``) is
+reported under ``evals/``, the ablations under ``evals/<mode>/``. Registered as ``priorzero`` in SERIAL_EVALUATOR_REGISTRY so DI-engine's serial pipeline can use it.
 """
 from __future__ import annotations
 
@@ -102,8 +102,8 @@ class PriorZeroEvaluator:
             return False
         return self._last_eval_iter < 0 or train_iter - self._last_eval_iter >= freq
 
-    def run(self, mode: str = 'mcts', n_episode: int | None = None) -> EvalResult:
-        """Play ``n_episode`` episodes (spread over the envs) greedily in ``mode``."""
+    def run(self, mode: str | None = None, n_episode: int | None = None) -> EvalResult:
+        """Play ``n_episode`` episodes (spread over the envs) greedily in ``mode`` (None: the policy's eval mode)."""
         n_episode = self._cfg.n_episode if n_episode is None else n_episode
         if self._launched:
             self._env.reset()
@@ -150,12 +150,12 @@ class PriorZeroEvaluator:
              n_episode: int | None = None) -> tuple[bool, dict[str, Any]]:
         """Evaluate (plus ablations if configured); returns ``(stop, info)`` as DI-engine's evaluators do."""
         self._last_eval_iter = train_iter
-        modes = ('mcts',) + (ABLATION_MODES if self._cfg.ablations else ())
+        modes = (None,) + (ABLATION_MODES if self._cfg.ablations else ())
         metrics: dict[str, float] = {}
         main = None
         for mode in modes:
             result = self.run(mode, n_episode)
-            metrics.update(result.metrics('evals/' if mode == 'mcts' else f'evals/{mode}/'))
+            metrics.update(result.metrics('evals/' if mode is None else f'evals/{mode}/'))
             main = main or result
         metrics['perf/eval_seconds'] = main.seconds
         if self._tb_logger is not None:

@@ -116,3 +116,14 @@ def test_run_aborts_after_too_many_consecutive_non_finite_updates(tiny_config, m
             trainer.run()
     finally:
         trainer.close()
+
+
+def test_eval_ablations_are_reported_under_their_own_names(tiny_config):
+    cfg, create_cfg = tiny_config(policy=dict(eval=dict(evaluator=dict(ablations=True))))
+    trainer = HybridTrainer(cfg, create_cfg)
+    try:
+        _, info = trainer.evaluator.eval(train_iter=0)
+        for prefix in ("evals/", "evals/llm_only/", "evals/wm_only/"):
+            assert f"{prefix}reward_mean" in info and f"{prefix}victory_rate" in info
+    finally:
+        trainer.close()
