@@ -1,0 +1,324 @@
+"""Training-loop speed: the same PriorZero config with the LLM prior and world-model only.
+
+Run from the repository root::
+
+    python bench/speed.py                 # debug sizes, 12 measured iterations per variant (CPU: a few minutes)
+    python bench/speed.py --quick         # 4 measured iterations
+    python bench/speed.py --full --device cuda --llm-path <hf dir>   # GPU-sized run
+
+Each variant runs in its own subprocess (so peak RSS and GPU memory are its own): ``HybridTrainer`` built from
+``get_priorzero_config``, one warm-up iteration (not counted), then N iterations of ``trainer._iteration()`` (the loop
+body of ``HybridTrainer.run``) with evaluation, checkpoints and LLM export off, in a temporary exp dir. Figures are
+medians over the measured iterations of the loop's own ``perf/*`` metrics. The limits: collection env steps/s over
+Jericho's raw step rate for the same game (``PriorZeroJerichoEnv.step`` with valid-action generation and
+look/inventory off), and on CUDA the LLM's achieved TFLOP/s over the card's dense bf16 peak.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("llm", "wm")
+# (metric key in the loop's metrics, row label); medians over measured iterations where the metric was logged.
+RATE_METRICS = (
+    ("perf/collect_env_steps_per_s", "collection env steps/s"),
+    ("perf/mcts_simulations_per_s", "MCTS simulations/s"),
+    ("perf/prior_states_per_s", "LLM prior states/s"),
+    ("perf/wm_train_steps_per_s", "world-model train steps/s"),
+    ("perf/llm_train_samples_per_s", "LLM train samples/s"),
+)
+# Candidate actions are short commands ("open the mailbox"); tokens per candidate for the FLOP estimate.
+TOKENS_PER_CANDIDATE = 6
+
+
+@dataclass
+class VariantResult:
+    """What one variant's subprocess measured (JSON across the process boundary)."""
+
+    variant: str
+    device: str
+    medians: dict[str, float | None]
+    overall_env_steps_per_s: float
+    iterations: int
+    wall_s: float
+    peak_rss_mib: float
+    peak_gpu_mib: float | None
+    llm_non_embedding_params: int | None
+    tokens_per_state: int | None
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- config
+def resolve_game(game: str) -> str:
+    """'default' (our game), a path, or a story name in $PRIORZERO_JERICHO_GAMES / ../shared/jericho-games."""
+    if game == "default" or Path(game).is_file():
+        return game
+    games_dir = Path(os.environ.get("PRIORZERO_JERICHO_GAMES", REPO_ROOT.parent / "shared" / "jericho-games"))
+    candidate = games_dir / game
+    if not candidate.is_file():
+        raise FileNotFoundError(f"--game {game!r}: neither a file nor found in {games_dir}")
+    return str(candidate)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch reports no CUDA device on this machine")
+    return device
+
+
+def build_config(args: argparse.Namespace, variant: str, exp_dir: Path):
+    from zoo.jericho.priorzero.priorzero_config import get_priorzero_config
+
+    overrides: dict = dict(train=dict(eval_freq=0, save_freq=0, export_llm=False, max_iter=args.iterations + 1))
+    if variant == "wm":
+        overrides["policy"] = dict(llm=dict(enable=False), root_prior=dict(mode="wm"))
+    return get_priorzero_config(env_id=args.game, seed=args.seed, exp_name=str(exp_dir), llm_path=args.llm_path,
+                                device=args.device, debug=not args.full, overrides=overrides)
+
+
+# ---------------------------------------------------------------------------------------------- one variant
+def llm_size(trainer, cfg) -> tuple[int | None, int | None]:
+    """Non-embedding parameters of the prior's LLM and the estimated tokens one prior state costs."""
+    prior = trainer.policy.llm_prior
+    if prior is None or not hasattr(prior, "model"):
+        return None, None
+    embedding = prior.model.get_input_embeddings().weight
+    params = sum(p.numel() for p in prior.model.parameters() if p is not embedding)
+    tokens = int(cfg.policy.llm.prior.max_prompt_tokens) + int(cfg.env.action_space_size) * TOKENS_PER_CANDIDATE
+    return params, tokens
+
+
+def peak_rss_mib() -> float:
+    """ru_maxrss of this process plus its (waited-for) children, KiB on Linux."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024
+
+
+def run_variant(args: argparse.Namespace, variant: str) -> VariantResult:
+    import torch
+
+    from lzero_ext.entry.hybrid_loop import HybridTrainer
+
+    with tempfile.TemporaryDirectory(prefix=f"priorzero_speed_{variant}_") as tmp:
+        cfg, create_cfg = build_config(args, variant, Path(tmp) / "exp")
+        trainer = HybridTrainer(cfg, create_cfg)
+        try:
+            trainer._iteration()  # noqa: SLF001 - warm-up: model load, first buffer fill, lazy prior
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            rows, start, steps_before = [], time.perf_counter(), trainer.collector.envstep
+            for _ in range(args.iterations):
+                rows.append(trainer._iteration())  # noqa: SLF001 - the loop body of HybridTrainer.run
+            wall = time.perf_counter() - start
+            env_steps = trainer.collector.envstep - steps_before
+            params, tokens = llm_size(trainer, cfg)
+        finally:
+            trainer.close()
+    medians = {}
+    for key, _ in RATE_METRICS:
+        values = [row[key] for row in rows if key in row]
+        medians[key] = statistics.median(values) if values else None
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else None
+    return VariantResult(variant, args.device, medians, env_steps / wall, len(rows), wall, peak_rss_mib(), gpu,
+                         params, tokens)
+
+
+def run_variant_subprocess(args: argparse.Namespace, variant: str) -> VariantResult:
+    """Fresh interpreter per variant: ru_maxrss and the CUDA allocator's peak would otherwise carry over."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        out = Path(handle.name)
+    command = [sys.executable, str(Path(__file__).resolve()), *args.forwarded, "--device", args.device,
+               "--_variant", variant, "--_out", str(out)]
+    try:
+        subprocess.run(command, check=True, cwd=REPO_ROOT)
+        return VariantResult(**json.loads(out.read_text()))
+    finally:
+        out.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------- raw env
+def raw_step_rate(game: str, tokenizer_path: str | None, steps: int) -> float:
+    """Plain env steps/s: walkthrough (or the default game's) actions, no valid actions, no look/inventory."""
+    from zoo.jericho.priorzero.envs.game_backend import inspect_story, open_game
+    from zoo.jericho.priorzero.envs.jericho_env import PriorZeroJerichoEnv, resolve_game_path
+    from zoo.jericho.priorzero.games import DEFAULT_WALKTHROUGH
+
+    path = resolve_game_path(game)
+    story = inspect_story(path)
+    if story.jericho_supported:
+        backend = open_game(story, None)
+        walkthrough = backend.walkthrough()
+        backend.close()
+    else:
+        walkthrough = list(DEFAULT_WALKTHROUGH)
+    env = PriorZeroJerichoEnv({"game_path": str(path), "generate_valid_actions": False, "look_and_inventory": False,
+                               "max_steps": len(walkthrough), "tokenizer_path": tokenizer_path})
+    env.reset()
+    position, start = 0, time.perf_counter()
+    for _ in range(steps):
+        timestep = env.step(walkthrough[position])
+        position += 1
+        if timestep.done or position == len(walkthrough):
+            env.reset()
+            position = 0
+    elapsed = time.perf_counter() - start
+    env.close()
+    return steps / elapsed
+
+
+# ---------------------------------------------------------------------------------------------- report
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _tflops(result: VariantResult, rate: float | None, flops_per_token_param: int) -> float | None:
+    if rate is None or result.llm_non_embedding_params is None or result.device != "cuda":
+        return None
+    return flops_per_token_param * result.llm_non_embedding_params * result.tokens_per_state * rate / 1e12
+
+
+def table_rows(results: dict[str, VariantResult], raw_rate: float, peak_tflops: float) -> list[tuple[str, ...]]:
+    llm, wm = results["llm"], results["wm"]
+    rows: list[tuple[str, ...]] = []
+    for key, label in RATE_METRICS:
+        a, b = llm.medians[key], wm.medians[key]
+        limit = "—"
+        if key == "perf/collect_env_steps_per_s":
+            limit = f"raw step {raw_rate:,.0f}/s: {_fmt(a and a / raw_rate * 100, 2)}% / {_fmt(b and b / raw_rate * 100, 2)}%"
+        elif key == "perf/prior_states_per_s":
+            tf = _tflops(llm, a, 2)
+            limit = "n/a (CPU)" if llm.device != "cuda" else f"{_fmt(tf)} TFLOP/s = {_fmt(tf and tf / peak_tflops * 100)}% of {peak_tflops:g}¹"
+        elif key == "perf/llm_train_samples_per_s":
+            tf = _tflops(llm, a, 6)
+            limit = "n/a (CPU)" if llm.device != "cuda" else f"{_fmt(tf)} TFLOP/s = {_fmt(tf and tf / peak_tflops * 100)}% of {peak_tflops:g}¹²"
+        rows.append((label, _fmt(a), _fmt(b), limit))
+    rows.append(("overall env steps/s (collect + train)", _fmt(llm.overall_env_steps_per_s, 2),
+                 _fmt(wm.overall_env_steps_per_s, 2), "—"))
+    rows.append(("peak CPU RSS MiB (self + children)", _fmt(llm.peak_rss_mib, 0), _fmt(wm.peak_rss_mib, 0), "—"))
+    rows.append(("peak GPU memory MiB", _fmt(llm.peak_gpu_mib, 0), _fmt(wm.peak_gpu_mib, 0), "—"))
+    rows.append(("measured iterations / wall s", f"{llm.iterations} / {llm.wall_s:.0f}", f"{wm.iterations} / {wm.wall_s:.0f}", "—"))
+    return rows
+
+
+def device_line(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    cpu = platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+
+
+def print_report(args: argparse.Namespace, results: dict[str, VariantResult], raw_rate: float, device: str) -> None:
+    import torch
+    import transformers
+
+    llm = results["llm"]
+    print(f"Command: `{args.command.strip()}`  ")
+    print(f"Device: {device}  ")
+    print(f"Versions: python {platform.python_version()}, torch {torch.__version__}, "
+          f"transformers {transformers.__version__}  ")
+    print(f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ")
+    print(f"Config: {'full' if args.full else 'debug'} preset, game {args.game}, LLM {args.llm_path or 'tiny default'}, "
+          f"{args.iterations} measured iterations after 1 warm-up, medians\n")
+    print("| metric | with LLM prior | world-model only | limit / fraction |")
+    print("|---|---:|---:|---|")
+    for row in table_rows(results, raw_rate, args.peak_tflops):
+        print("| " + " | ".join(row) + " |")
+    if llm.llm_non_embedding_params is not None:
+        print(f"\n¹ Estimated: 2 × {llm.llm_non_embedding_params / 1e6:.1f}M non-embedding params × "
+              f"{llm.tokens_per_state} tokens per state (the config's prompt budget max_prompt_tokens plus "
+              f"action_space_size × {TOKENS_PER_CANDIDATE} candidate tokens; an upper bound, real prompts are often "
+              "shorter) × states/s, over the card's dense bf16 peak (`--peak-tflops`).  ")
+        print("² Training counts 6 × params × tokens per sample (forward + backward), same token estimate.  ")
+    print("Fractions for the raw step rate are with LLM prior / world-model only. n/a: not measured in this run "
+          "(no such phase, or CPU).")
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="PriorZero training-loop speed, with and without the LLM prior")
+    parser.add_argument("--game", default="default", help="'default' (our game), a story path or a name in "
+                                                          "../shared/jericho-games")
+    parser.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--iterations", type=int, default=12, help="measured iterations per variant (after 1 warm-up)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--debug", dest="full", action="store_false", help="debug size preset (default)")
+    size.add_argument("--full", dest="full", action="store_true", help="full size preset")
+    parser.set_defaults(full=False)
+    parser.add_argument("--llm-path", default=None, help="local HF model dir (default: the tiny default LLM)")
+    parser.add_argument("--quick", action="store_true", help="4 measured iterations")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="card's dense bf16 peak (H100 SXM: 989)")
+    parser.add_argument("--raw-steps", type=int, default=1000, help="env steps for the raw step rate")
+    parser.add_argument("--_variant", choices=VARIANTS, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.iterations = 4
+    if args.iterations < 1:
+        parser.error("--iterations must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    args.forwarded = _strip_private(argv)
+    args.command = "python bench/speed.py " + " ".join(argv)
+    args.game = resolve_game(args.game)
+    args.device = resolve_device(args.device)
+    warnings.simplefilter("ignore")
+    if args._variant is not None:  # child process: one variant, result as JSON
+        result = run_variant(args, args._variant)
+        Path(args._out).write_text(json.dumps(asdict(result)))
+        return
+    results = {variant: run_variant_subprocess(args, variant) for variant in VARIANTS}
+    from zoo.jericho.priorzero.priorzero_config import get_priorzero_config
+
+    cfg, _ = get_priorzero_config(env_id=args.game, llm_path=args.llm_path, debug=not args.full, device="cpu")
+    raw = raw_step_rate(args.game, cfg.env.tokenizer_path, args.raw_steps)
+    print_report(args, results, raw, device_line(args.device))
+
+
+def _strip_private(argv: list[str]) -> list[str]:
+    """The user's arguments without --device (passed resolved) and the internal --_variant/--_out pairs."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--device", "--_variant", "--_out"):
+            skip = True
+            continue
+        if arg.startswith(("--device=", "--_variant=", "--_out=")):
+            continue
+        kept.append(arg)
+    return kept
+
+
+if __name__ == "__main__":
+    main()
