@@ -54,10 +54,13 @@ def _walkthrough_for(story) -> list[str]:
     return walkthrough
 
 
-def measure_plain_steps(game_path: Path, walkthrough: list[str], steps: int, tokenizer_path: str | None) -> float:
+def measure_plain_steps(game_path: Path, walkthrough: list[str], steps: int, tokenizer_path: str | None,
+                        look_and_inventory: bool = True) -> float:
+    """Env steps/s replaying ``walkthrough`` without valid-action generation (``look_and_inventory`` as configured)."""
     from zoo.jericho.priorzero.envs.jericho_env import PriorZeroJerichoEnv
 
     env = PriorZeroJerichoEnv({"game_path": str(game_path), "generate_valid_actions": False,
+                               "look_and_inventory": look_and_inventory,
                                "max_steps": len(walkthrough), "tokenizer_path": tokenizer_path})
     env.reset()
     done_steps, position, start = 0, 0, time.perf_counter()

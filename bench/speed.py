@@ -157,31 +157,13 @@ def run_variant_subprocess(args: argparse.Namespace, variant: str) -> VariantRes
 # ---------------------------------------------------------------------------------------------- raw env
 def raw_step_rate(game: str, tokenizer_path: str | None, steps: int) -> float:
     """Plain env steps/s: walkthrough (or the default game's) actions, no valid actions, no look/inventory."""
-    from zoo.jericho.priorzero.envs.game_backend import inspect_story, open_game
-    from zoo.jericho.priorzero.envs.jericho_env import PriorZeroJerichoEnv, resolve_game_path
-    from zoo.jericho.priorzero.games import DEFAULT_WALKTHROUGH
+    from env_speed import _walkthrough_for, measure_plain_steps  # the sibling benchmark script
+    from zoo.jericho.priorzero.envs.game_backend import inspect_story
+    from zoo.jericho.priorzero.envs.jericho_env import resolve_game_path
 
     path = resolve_game_path(game)
-    story = inspect_story(path)
-    if story.jericho_supported:
-        backend = open_game(story, None)
-        walkthrough = backend.walkthrough()
-        backend.close()
-    else:
-        walkthrough = list(DEFAULT_WALKTHROUGH)
-    env = PriorZeroJerichoEnv({"game_path": str(path), "generate_valid_actions": False, "look_and_inventory": False,
-                               "max_steps": len(walkthrough), "tokenizer_path": tokenizer_path})
-    env.reset()
-    position, start = 0, time.perf_counter()
-    for _ in range(steps):
-        timestep = env.step(walkthrough[position])
-        position += 1
-        if timestep.done or position == len(walkthrough):
-            env.reset()
-            position = 0
-    elapsed = time.perf_counter() - start
-    env.close()
-    return steps / elapsed
+    walkthrough = _walkthrough_for(inspect_story(path))
+    return measure_plain_steps(path, walkthrough, steps, tokenizer_path, look_and_inventory=False)
 
 
 # ---------------------------------------------------------------------------------------------- report
