@@ -402,6 +402,54 @@ class PriorZeroPolicy(Policy):
     def weights_version(self) -> int:
         return self._llm_prior.weights_version if self._llm_prior is not None else -1
 
+    @property
+    def wm_version(self) -> int:
+        """World-model weights version: the learner's applied optimiser steps, or what an acting copy last loaded."""
+        learner = getattr(self, '_wm_learner', None)
+        return learner.train_steps if learner is not None else getattr(self, '_loaded_wm_version', 0)
+
+    # ------------------------------------------------------------------ acting copies (async / Ray collection)
+    def inference_state(self, include_llm: bool = True) -> dict[str, Any]:
+        """Everything an acting-only copy needs, as detached CPU tensors (a snapshot, safe to ship to a thread,
+        process or Ray actor while this policy keeps training).
+
+        Keys: ``world_model`` (state dict of the acting world model), ``llm`` (full merged LLM weights under the
+        plain HF names, or None when there is no LLM, when ``include_llm`` is False, or when the prior's weights
+        cannot be read here, e.g. a frozen vLLM prior), ``weights_version`` (LLM) and ``wm_version``.
+        """
+        world_model = {k: v.detach().to('cpu', copy=True) for k, v in self._model.state_dict().items()}
+        llm = None
+        if include_llm and self._cfg.llm.enable:
+            if self._llm_trainer is not None:  # LoRA merged; the prior shares (or copies) these weights
+                source = self._llm_trainer.merged_state_dict()
+            elif isinstance(self._llm_prior, TransformersPrior):  # frozen LLM, or ORZ-synced weights
+                source = self._llm_prior.model.state_dict()
+            else:
+                source = None
+            if source is not None:
+                llm = {k: v.detach().to('cpu', copy=True) for k, v in source.items()}
+        return dict(world_model=world_model, llm=llm, weights_version=self.weights_version,
+                    wm_version=self.wm_version)
+
+    def load_inference_state(self, state: Mapping[str, Any]) -> None:
+        """Load :meth:`inference_state` into this acting-only copy (a policy built with
+        ``enable_field=['collect']`` or ``['collect', 'eval']``); ``llm=None`` keeps the current LLM weights.
+
+        A learning policy refuses: its acting weights are its training weights (use ``learn_mode.load_state_dict``).
+        """
+        if getattr(self, '_wm_learner', None) is not None:
+            raise ValueError("load_inference_state is for acting-only policies (enable_field=['collect', 'eval']); "
+                             "a learning policy loads checkpoints with learn_mode.load_state_dict")
+        if self._mcts is None:
+            raise ValueError("load_inference_state needs an acting policy: build it with enable_field=['collect']")
+        self._model.load_state_dict(state['world_model'])
+        self._search_model.refresh_after_training()
+        self._loaded_wm_version = int(state['wm_version'])
+        if self._llm_prior is not None:
+            if state.get('llm') is not None:
+                self._llm_prior.load_weights(state['llm'])
+            self._llm_prior._set_version(int(state['weights_version']))
+
     def rng_state(self) -> dict[str, Any]:
         return {mode: rng.bit_generator.state for mode, rng in self._rngs.items()}
 
