@@ -41,5 +41,5 @@ setup(
         "tqdm",
         "peft",
     ],
-    extras_require={"vllm": ["vllm"], "ray": ["ray"]},
+    extras_require={"vllm": ["vllm"], "ray": ["ray==2.60.0"]},
 )

@@ -8,6 +8,7 @@
 #   3. install the pinned closure of everything else (requirements/lock.txt) with --no-deps: nothing is resolved,
 #      so nothing unexpected is downloaded;
 #   4. install this project with --no-deps.
+# WITH_RAY=1 also installs the optional Ray backend's pinned closure (requirements/ray.txt, --no-deps).
 # Re-running is cheap: a stamp file records the hash of the lock file and skips steps 1-3 when it is unchanged.
 set -euo pipefail
 
@@ -51,6 +52,10 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$lock_hash" ]; then
   echo "[install] pinned dependencies (requirements/lock.txt, --no-deps)"
   "${PIP[@]}" install -q --no-deps -r requirements/lock.txt
   echo "$lock_hash" > "$STAMP"
+fi
+if [ "${WITH_RAY:-0}" = "1" ]; then  # optional Ray collection backend (collect backend 'ray')
+  echo "[install] ray (requirements/ray.txt, --no-deps)"
+  "${PIP[@]}" install -q --no-deps -r requirements/ray.txt
 fi
 echo "[install] priorzero (this repository, --no-deps)"
 "${PIP[@]}" install -q --no-deps --no-build-isolation .
