@@ -2,8 +2,10 @@
 
 Env-agnostic: the env class comes from ``create_config.env`` through DI-engine's registry. One iteration collects
 ``collector.n_steps`` env steps with the current policy, pushes completed segments to the buffer, then runs the
-learners the :class:`~lzero_ext.entry.schedule.TrainSchedule` says are due. The LLM prior shares the trainer's
-weights (transformers backend) or receives them after each update (vLLM), so acting always uses the newest version.
+learners the :class:`~lzero_ext.entry.schedule.TrainSchedule` plans for it (``train.mode``: parallel, sequential or
+alternating phases). Collection goes through a backend (``collect.backend``, :mod:`lzero_ext.worker.collection`):
+``sync`` acts with the learner's own modules (the LLM prior shares the trainer's weights or receives them after each
+update), ``async`` / ``ray`` act with copies that ``sync_weights`` refreshes after every iteration that trained.
 
 Checkpoints (``<exp>/checkpoints/ckpt_<iter>.pt``) hold everything needed to continue: learner states (world model,
 target network, optimisers, LLM or LoRA weights, scheduler, weights version), counters, every RNG state and, if
@@ -29,11 +31,11 @@ from tqdm import tqdm
 
 from lzero_ext.buffer.game_buffer import PriorZeroGameBuffer
 from lzero_ext.entry.checkpoint import CheckpointManager, config_fingerprint
-from lzero_ext.entry.schedule import TrainSchedule
+from lzero_ext.entry.schedule import PHASE_CODES, IterationPlan, TrainSchedule
 from lzero_ext.import_utils import availability_summary
 from lzero_ext.utils.metrics import MetricsLogger
 from lzero_ext.utils.seeding import capture_rng_state, restore_rng_state, set_seed
-from lzero_ext.worker.collector import PriorZeroCollector
+from lzero_ext.worker.collection import build_collection_backend
 from lzero_ext.worker.evaluator import PriorZeroEvaluator
 
 logger = logging.getLogger(__name__)
@@ -67,10 +69,15 @@ class HybridTrainer:
         policy_cfg = EasyDict(dict(cfg.policy, type=create_cfg.policy.type, import_names=create_cfg.policy.import_names))
         self.policy = create_policy(policy_cfg, enable_field=['learn', 'collect', 'eval'])
         self.buffer = PriorZeroGameBuffer(cfg.policy.other.replay_buffer)
-        collector_env, evaluator_env = self._make_envs()
-        self.collector = PriorZeroCollector(cfg.policy.collect.collector, collector_env, self.policy.collect_mode)
-        self.evaluator = PriorZeroEvaluator(cfg.policy.eval.evaluator, evaluator_env, self.policy.eval_mode)
+        if self.schedule.uses_phases and not (cfg.policy.llm.enable and cfg.policy.llm.train):
+            raise ValueError(f"train.mode={self.schedule.cfg.mode!r} alternates world-model and LLM phases and needs "
+                             f"policy.llm.enable=True and policy.llm.train=True; use train.mode='parallel'")
+        self.collector = build_collection_backend(cfg, create_cfg, self.policy, partial(self._make_env, 'collector'))
+        self.evaluator = PriorZeroEvaluator(cfg.policy.eval.evaluator, self._make_env('evaluator'),
+                                            self.policy.eval_mode)
         self.iteration = 0
+        self.wm_updates = 0  # world-model updates run (counters/wm_updates)
+        self.llm_updates = 0  # LLM updates run (counters/llm_updates)
         self.last_eval: dict[str, float] = {}
         self._stop_requested = False
         self._consecutive_skips = 0
@@ -78,20 +85,23 @@ class HybridTrainer:
             self._resume(resume)
 
     # ------------------------------------------------------------------ setup
-    def _make_envs(self):
+    def _make_env(self, role: str):
+        """The env manager of ``role`` ('collector' or 'evaluator'), seeded; the collection backend builds its own."""
         env_cls = get_env_cls(self.create_cfg.env)
         env_cfg = EasyDict(dict(self.cfg.env))
         manager_type = self.create_cfg.env_manager.type
         manager_cfg = get_env_manager_cls(EasyDict(type=manager_type)).default_config()
         manager_cfg.update(self.cfg.env.manager or {})
         manager_cfg.type = manager_type
-        collector_cfgs = env_cls.create_collector_env_cfg(EasyDict(dict(env_cfg)))
-        evaluator_cfgs = env_cls.create_evaluator_env_cfg(EasyDict(dict(env_cfg)))
-        collector_env = create_env_manager(manager_cfg, [partial(env_cls, cfg=c) for c in collector_cfgs])
-        evaluator_env = create_env_manager(manager_cfg, [partial(env_cls, cfg=c) for c in evaluator_cfgs])
-        collector_env.seed(self.cfg.seed)
-        evaluator_env.seed(self.cfg.seed, dynamic_seed=False)
-        return collector_env, evaluator_env
+        if role == 'collector':
+            env = create_env_manager(manager_cfg, [partial(env_cls, cfg=c) for c in
+                                                   env_cls.create_collector_env_cfg(EasyDict(dict(env_cfg)))])
+            env.seed(self.cfg.seed)
+        else:
+            env = create_env_manager(manager_cfg, [partial(env_cls, cfg=c) for c in
+                                                   env_cls.create_evaluator_env_cfg(EasyDict(dict(env_cfg)))])
+            env.seed(self.cfg.seed, dynamic_seed=False)
+        return env
 
     def _save_run_info(self) -> None:
         """Resolved config, git revision and package versions next to the logs (a run must explain itself)."""
@@ -148,36 +158,45 @@ class HybridTrainer:
         metrics: dict[str, float] = {}
         if self.schedule.evaluate(it):
             self._evaluate()  # logged at the current env step by _evaluate itself
-        tic = time.perf_counter()
-        segments = self.collector.collect(train_iter=it)
-        self.buffer.push_game_segments(segments)
-        metrics.update(self.collector.last_stats.metrics())
-        metrics.update(self.policy.act_stats.pop_metrics())
-        metrics['perf/collect_seconds'] = time.perf_counter() - tic
+        plan = self.schedule.plan(it)
+        if plan.collect:
+            tic = time.perf_counter()
+            segments = self.collector.collect(train_iter=it)
+            self.buffer.push_game_segments(segments)
+            metrics.update(self.collector.last_stats.metrics())
+            metrics.update(self.policy.act_stats.pop_metrics())
+            metrics['perf/collect_seconds'] = time.perf_counter() - tic
         metrics['buffer/transitions'] = float(self.buffer.get_num_of_transitions())
         if self.buffer.get_num_of_transitions() >= self.schedule.cfg.min_buffer_transitions:
-            metrics.update(self._train(it))
+            metrics.update(self._train(plan))
         self.iteration += 1
+        metrics['schedule/phase'] = float(PHASE_CODES[plan.phase])
+        metrics['counters/wm_updates'] = float(self.wm_updates)
+        metrics['counters/llm_updates'] = float(self.llm_updates)
         metrics['counters/env_steps'] = float(self.collector.envstep)
         metrics['counters/iteration'] = float(self.iteration)
         metrics['llm/weights_version'] = float(self.policy.weights_version)
         self.metrics.log(metrics, self.collector.envstep)
         return metrics
 
-    def _train(self, it: int) -> dict[str, float]:
+    def _train(self, plan: IterationPlan) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        if self.schedule.train_world_model(it):
+        if plan.train_world_model:
             tic = time.perf_counter()
-            steps = [self._world_model_update() for _ in range(self.schedule.cfg.wm_updates_per_iter)]
+            steps = [self._world_model_update() for _ in range(plan.wm_updates)]
             self.policy.after_training_burst()
+            self.wm_updates += len(steps)
             metrics.update(_mean_metrics(steps))
             metrics['perf/wm_train_steps_per_s'] = len(steps) / (time.perf_counter() - tic)
-        if self.cfg.policy.llm.enable and self.cfg.policy.llm.train and self.schedule.train_llm(it):
+        if self.cfg.policy.llm.enable and self.cfg.policy.llm.train and plan.train_llm:
             tic = time.perf_counter()
-            steps = [self.policy.train_llm(self.buffer) for _ in range(self.schedule.cfg.llm_updates_per_iter)]
+            steps = [self.policy.train_llm(self.buffer) for _ in range(plan.llm_updates)]
+            self.llm_updates += len(steps)
             metrics.update(_mean_metrics(steps))
             samples = sum(s.get('llm/samples', 0.0) for s in steps)
             metrics['perf/llm_train_samples_per_s'] = samples / (time.perf_counter() - tic)
+        if metrics:  # weights changed: acting copies (async / Ray backends) get them
+            self.collector.sync_weights()
         for source, alias in TRAIN_ALIASES.items():
             if source in metrics:
                 metrics[alias] = metrics[source]
@@ -218,6 +237,8 @@ class HybridTrainer:
             iteration=self.iteration,
             env_steps=self.collector.envstep,
             episodes=self.collector.total_episodes,
+            wm_updates=self.wm_updates,
+            llm_updates=self.llm_updates,
             policy=self.policy.learn_mode.state_dict(),
             policy_rngs=self.policy.rng_state(),
             rng=capture_rng_state(),
@@ -250,6 +271,9 @@ class HybridTrainer:
         self.collector.envstep = int(state['env_steps'])
         self.collector.total_episodes = int(state['episodes'])
         self.last_eval = dict(state['last_eval'])
+        self.wm_updates = int(state.get('wm_updates', 0))
+        self.llm_updates = int(state.get('llm_updates', 0))
+        self.collector.sync_weights()  # acting copies start from the resumed weights
         logger.info("resumed from %s at iteration %d (%d env steps)", path, self.iteration, self.collector.envstep)
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ from easydict import EasyDict
 from lzero_ext.buffer.game_segment import PriorZeroGameSegment, SegmentBuilder, StepObservation
 from lzero_ext.llm.types import Turn
 from lzero_ext.utils.config import merge_strict
+from lzero_ext.worker.env_recovery import step_envs
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class PriorZeroCollector:
         pad_length=15,
         # (int) Past turns kept per env for the LLM prompt (the prompt builder may show fewer).
         history_length=4,
+        # (int) An env that fails (crash, dead or hung worker; see worker/env_recovery.py) is restarted and its
+        # episode dropped; after this many failures of one env in a row without a good step, the run stops.
+        max_env_failures_in_a_row=3,
         # DI-engine fills these in compile_config; accepted, unused.
         import_names=['lzero_ext.worker.collector'],
         cfg_type=None,
@@ -103,6 +107,7 @@ class PriorZeroCollector:
         self.envstep = 0
         self.total_episodes = 0
         self._states: dict[int, _EnvState] = {}
+        self._failures_in_a_row: dict[int, int] = {}
         self._launched = False
 
     @property
@@ -152,8 +157,11 @@ class PriorZeroCollector:
                 histories={e: list(self._states[e].history) for e in env_ids}, **(policy_kwargs or {}),
             )
             stats.policy_seconds += time.perf_counter() - tic
-            timesteps = self._env.step({e: outputs[e].decision.action for e in env_ids})
+            timesteps, failures = step_envs(self._env, {e: outputs[e].decision.action for e in env_ids})
+            for env_id, error in failures.items():
+                self._drop_episode(env_id, error, stats)
             for env_id, timestep in timesteps.items():
+                self._failures_in_a_row[env_id] = 0
                 segments += self._record(env_id, outputs[env_id].decision, timestep, stats)
         stats.seconds = time.perf_counter() - start
         self.envstep += stats.env_steps
@@ -168,10 +176,7 @@ class PriorZeroCollector:
         state = self._states[env_id]
         info = timestep.info
         if info.get('abnormal', False):  # the env manager restarted a failed env: drop the episode
-            logger.warning("env %d failed and was restarted; dropping its unfinished episode", env_id)
-            stats.dropped_episodes += 1
-            state.builder.flush()
-            self._end_episode(env_id)
+            self._drop_episode(env_id, "the env manager reported an abnormal timestep", stats)
             return []
         reward = float(np.asarray(timestep.reward).reshape(-1)[0])
         next_obs = StepObservation.from_env_obs(timestep.obs)
@@ -188,11 +193,39 @@ class PriorZeroCollector:
             self._end_episode(env_id)
         return ready
 
+    def _drop_episode(self, env_id: int, error: str, stats: CollectStats) -> None:
+        """The env failed and was restarted: discard the episode's unfinished segments, count and log it.
+
+        Segments of that episode completed before the fault (``segment_length`` steps each, already returned by an
+        earlier step) are valid data and stay; the current segment and the one waiting for its padding are
+        discarded, because their next observations would come from a different (restarted) game.
+        """
+        state = self._states.get(env_id)
+        discarded = 0
+        if state is not None:
+            discarded = sum(s.num_steps for s in state.builder.flush())
+            self._end_episode(env_id)
+        stats.dropped_episodes += 1
+        self._failures_in_a_row[env_id] = self._failures_in_a_row.get(env_id, 0) + 1
+        logger.warning("collector env %d failed and was restarted; dropped its episode (%d unfinished steps "
+                       "discarded): %s", env_id, discarded, error)
+        limit = self._cfg.max_env_failures_in_a_row
+        if self._failures_in_a_row[env_id] >= limit:
+            raise RuntimeError(
+                f"collector env {env_id} failed {limit} times in a row (last error: {error}); the game or its "
+                f"worker is broken. Check the story file and env settings, or raise "
+                f"policy.collect.collector.max_env_failures_in_a_row (env.manager.step_timeout sets the hang limit)"
+            )
+
     def _end_episode(self, env_id: int) -> None:
         state = self._states[env_id]
         state.observation = None
         state.history.clear()
         state.episode_return, state.episode_steps = 0.0, 0
+
+    def sync_weights(self) -> None:
+        """Collection-backend interface (``collect.backend='sync'``): a no-op, since acting uses the learner's own
+        modules and every update is already what the next ``collect`` sees."""
 
     def close(self) -> None:
         self._env.close()

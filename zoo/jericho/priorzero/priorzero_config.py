@@ -24,6 +24,7 @@ from lzero_ext.buffer.game_buffer import PriorZeroGameBuffer
 from lzero_ext.entry.schedule import TrainSchedule
 from lzero_ext.policy.priorzero_policy import SHARED_LLM_KEYS, PriorZeroPolicy
 from lzero_ext.utils.config import deep_merge, merge_strict
+from lzero_ext.worker import collection
 from lzero_ext.worker.collector import PriorZeroCollector
 from lzero_ext.worker.evaluator import PriorZeroEvaluator
 from zoo.jericho.priorzero.envs.jericho_env import PriorZeroJerichoEnv, load_tokenizer, resolve_game_path
@@ -61,6 +62,7 @@ def default_main_config() -> EasyDict:
         env=PriorZeroJerichoEnv.default_config(),
         policy=policy,
         train=TrainSchedule.default_config(),
+        collect=collection.default_config(),
     ))
 
 
@@ -173,7 +175,7 @@ def get_priorzero_config(
                                                                           trainer=dict(device=device)))))
     user = deep_merge(deep_merge(preset, flags), overrides or {})
     cfg = merge_strict(default_main_config(), user, where='main_config',
-                       open_keys=('env.manager', 'policy.llm.orz.exp'))
+                       open_keys=('env.manager', 'policy.llm.orz.exp', 'collect.ray'))
     name = exp_name or f"data_priorzero/{resolve_game_path(game).stem}__priorzero{'_debug' if debug else ''}__seed{seed}"
     cfg.exp_name = name
     return _derive(cfg, user), create_config_for()
