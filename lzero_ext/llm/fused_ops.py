@@ -21,7 +21,7 @@ _compiled_silu_mul = None
 
 def _silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     global _compiled_silu_mul
-    if gate.device.type != "cuda":
+    if gate.device.type != "cuda" or torch.compiler.is_compiling():
         return F.silu(gate) * up
     if _compiled_silu_mul is None:
         _compiled_silu_mul = torch.compile(lambda a, b: F.silu(a) * b, dynamic=True)

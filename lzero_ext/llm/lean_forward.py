@@ -6,6 +6,11 @@ milliseconds of Python per forward on a 24-layer model, which made the two-pass 
 small batches. It also lets the prefill use the flash kernel with native GQA (no K/V head copies), keeps the prompt's
 K/V as plain tensors, and applies the final norm only to the rows whose logits are needed.
 
+On CUDA the per-layer functions can be compiled (``compiled=True``): one ``torch.compile`` graph, shared by all
+layers of the same shape, fuses the residual adds, norms, rotary and SwiGLU element-wise work around the matmuls.
+Shapes start static and turn dynamic after the first change (torch.compile's default), so varying prompt widths
+cost one recompilation, not one per width.
+
 Supported: decoder layers of the Qwen2 and Llama families with full attention (no sliding window) and no attention
 dropout while training; :func:`check_lean_support` says why a model is not.
 """
@@ -50,7 +55,7 @@ def _rotate_pair(query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin:
 def _apply_rotary(query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
     """HF's rotate-half rotary embedding of queries and keys; on CUDA one compiled call instead of twelve kernels."""
     global _compiled_rotary
-    if query.device.type != "cuda":
+    if query.device.type != "cuda" or torch.compiler.is_compiling():  # inside a compiled layer: let it fuse
         return _rotate_pair(query, key, cos, sin)
     if _compiled_rotary is None:
         _compiled_rotary = torch.compile(_rotate_pair, dynamic=True)
@@ -77,7 +82,39 @@ def _mlp_block(layer, hidden: torch.Tensor) -> torch.Tensor:
     return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
 
-def lean_prefill(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+def _prefill_layer(layer, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    attention = layer.self_attn
+    query, key, value = _project(attention, layer.input_layernorm(hidden), cos, sin)
+    output = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=attention.scaling, enable_gqa=True)
+    return _mlp_block(layer, hidden + _merge_heads(attention, output)), key, value
+
+
+def _continue_layer(layer, hidden, cos, sin, prompt_key, prompt_value, mask):
+    attention = layer.self_attn
+    query, key, value = _project(attention, layer.input_layernorm(hidden), cos, sin)
+    groups = query.shape[1] // key.shape[1]
+    key = torch.cat([prompt_key, key], dim=2).repeat_interleave(groups, dim=1)
+    value = torch.cat([prompt_value, value], dim=2).repeat_interleave(groups, dim=1)
+    output = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=attention.scaling)
+    return _mlp_block(layer, hidden + _merge_heads(attention, output))
+
+
+_compiled_layers: dict[str, object] = {}
+
+
+def _layer_function(name: str, compiled: bool, device: torch.device):
+    """The eager layer function, or (CUDA only) its compiled version, built once per process."""
+    eager = {"prefill": _prefill_layer, "continue": _continue_layer}[name]
+    if not compiled or device.type != "cuda":
+        return eager
+    if name not in _compiled_layers:
+        _compiled_layers[name] = torch.compile(eager)  # static first; dims that change become dynamic
+    return _compiled_layers[name]
+
+
+def lean_prefill(
+    model, input_ids: torch.Tensor, compiled: bool = False
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """Causal pass over right-padded prompts: (un-normed last hidden states [B, P, H], per-layer (K, V)).
 
     Right padding keeps every real token exact under plain causal attention; the pads' K/V are masked later.
@@ -86,14 +123,10 @@ def lean_prefill(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[tup
     hidden = decoder.embed_tokens(input_ids)
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
     cos, sin = decoder.rotary_emb(hidden, positions)
+    layer_fn = _layer_function("prefill", compiled, input_ids.device)
     cache = []
     for layer in decoder.layers:
-        attention = layer.self_attn
-        query, key, value = _project(attention, layer.input_layernorm(hidden), cos, sin)
-        output = F.scaled_dot_product_attention(
-            query, key, value, is_causal=True, scale=attention.scaling, enable_gqa=True
-        )
-        hidden = _mlp_block(layer, hidden + _merge_heads(attention, output))
+        hidden, key, value = layer_fn(layer, hidden, cos, sin)
         cache.append((key, value))
     return hidden, cache
 
@@ -104,18 +137,14 @@ def lean_continue(
     position_ids: torch.Tensor,
     cache: list[tuple[torch.Tensor, torch.Tensor]],
     allowed: torch.Tensor,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """Continuation tokens attending to the cached prompt and to each other as ``allowed`` [B, Q, P + Q] says."""
     decoder = model.get_decoder()
     hidden = decoder.embed_tokens(input_ids)
     cos, sin = decoder.rotary_emb(hidden, position_ids)
     mask = allowed[:, None]
+    layer_fn = _layer_function("continue", compiled, input_ids.device)
     for layer, (prompt_key, prompt_value) in zip(decoder.layers, cache):
-        attention = layer.self_attn
-        query, key, value = _project(attention, layer.input_layernorm(hidden), cos, sin)
-        groups = query.shape[1] // key.shape[1]
-        key = torch.cat([prompt_key, key], dim=2).repeat_interleave(groups, dim=1)
-        value = torch.cat([prompt_value, value], dim=2).repeat_interleave(groups, dim=1)
-        output = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=attention.scaling)
-        hidden = _mlp_block(layer, hidden + _merge_heads(attention, output))
+        hidden = layer_fn(layer, hidden, cos, sin, prompt_key, prompt_value, mask)
     return hidden

@@ -118,11 +118,13 @@ def score_candidates(
     append_eos: bool = True,
     mode: str = "prefix_cache",
     max_states_per_forward: int | None = None,
+    compiled: bool = False,
 ) -> list[torch.Tensor]:
     """Per state, an fp32 tensor [K] of candidate log-likelihoods, with gradients if grad mode is on."""
     prompt_ids, candidate_ids = tokenize_for_scoring(tokenizer, prompts, candidates, append_eos)
     return score_candidate_ids(
-        model, prompt_ids, candidate_ids, length_normalize, mode=mode, max_states_per_forward=max_states_per_forward
+        model, prompt_ids, candidate_ids, length_normalize, mode=mode, max_states_per_forward=max_states_per_forward,
+        compiled=compiled,
     )
 
 
@@ -134,8 +136,12 @@ def score_candidate_ids(
     *,
     mode: str = "prefix_cache",
     max_states_per_forward: int | None = None,
+    compiled: bool = False,
 ) -> list[torch.Tensor]:
-    """Token-id version of :func:`score_candidates`; states are sorted by length and micro-batched."""
+    """Token-id version of :func:`score_candidates`; states are sorted by length and micro-batched.
+
+    ``compiled`` (lean mode on CUDA only) runs the decoder layers through ``torch.compile``.
+    """
     if mode not in SCORING_MODES:
         raise ValueError(f"Unknown scoring mode {mode!r}; choose one of {SCORING_MODES}")
     _check_inputs(model, prompt_ids, candidate_ids)
@@ -150,7 +156,7 @@ def score_candidate_ids(
     for start in range(0, len(order), step):
         chunk = order[start:start + step]
         layout = _build_layout([prompt_ids[i] for i in chunk], [candidate_ids[i] for i in chunk], _device_of(model))
-        for index, scores in zip(chunk, _score_layout(model, layout, length_normalize, mode)):
+        for index, scores in zip(chunk, _score_layout(model, layout, length_normalize, mode, compiled)):
             results[index] = scores
     return results  # type: ignore[return-value]
 
@@ -341,7 +347,9 @@ def _as_attention_mask(model, allowed: torch.Tensor) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def _score_layout(model, layout: _PackedLayout, length_normalize: bool, mode: str) -> list[torch.Tensor]:
+def _score_layout(
+    model, layout: _PackedLayout, length_normalize: bool, mode: str, compiled: bool = False
+) -> list[torch.Tensor]:
     decoder = model.get_decoder()
     batch = layout.prompt_ids.shape[0]
     positions = layout.prompt_lengths[:, None] + layout.continuation_offset
@@ -350,9 +358,10 @@ def _score_layout(model, layout: _PackedLayout, length_normalize: bool, mode: st
     state_index = torch.arange(batch, device=layout.prompt_ids.device)
     final_norm = None
     if mode == "lean":
-        prompt_hidden, prompt_cache = lean_prefill(model, layout.prompt_ids)
+        prompt_hidden, prompt_cache = lean_prefill(model, layout.prompt_ids, compiled)
         prompt_end_hidden = prompt_hidden[state_index, last_prompt]
-        continuation_hidden = lean_continue(model, layout.continuation_ids, positions, prompt_cache, continuation_mask)
+        continuation_hidden = lean_continue(model, layout.continuation_ids, positions, prompt_cache,
+                                            continuation_mask, compiled)
         final_norm = decoder.norm  # the lean forward leaves it to us: apply it to the needed rows only
     elif mode == "prefix_cache":
         # Right padding + causal attention leaves the real prompt tokens exact; the pads are masked out below.
