@@ -81,8 +81,9 @@ class PriorZeroCollector:
         # (int) Past turns kept per env for the LLM prompt (the prompt builder may show fewer).
         history_length=4,
         # (int) An env that fails (crash, dead or hung worker; see worker/env_recovery.py) is restarted and its
-        # episode dropped; after this many failures of one env in a row without a good step, the run stops.
-        max_env_failures_in_a_row=3,
+        # episode dropped; after this many dropped episodes of one env with no finished episode between, the run
+        # stops (a game that always fails would otherwise loop forever).
+        max_dropped_episodes_in_a_row=3,
         # DI-engine fills these in compile_config; accepted, unused.
         import_names=['lzero_ext.worker.collector'],
         cfg_type=None,
@@ -107,7 +108,7 @@ class PriorZeroCollector:
         self.envstep = 0
         self.total_episodes = 0
         self._states: dict[int, _EnvState] = {}
-        self._failures_in_a_row: dict[int, int] = {}
+        self._dropped_in_a_row: dict[int, int] = {}
         self._launched = False
 
     @property
@@ -161,7 +162,6 @@ class PriorZeroCollector:
             for env_id, error in failures.items():
                 self._drop_episode(env_id, error, stats)
             for env_id, timestep in timesteps.items():
-                self._failures_in_a_row[env_id] = 0
                 segments += self._record(env_id, outputs[env_id].decision, timestep, stats)
         stats.seconds = time.perf_counter() - start
         self.envstep += stats.env_steps
@@ -187,6 +187,7 @@ class PriorZeroCollector:
         stats.env_steps += 1
         ready = state.builder.append(decision, reward, next_obs, bool(timestep.done))
         if timestep.done:
+            self._dropped_in_a_row[env_id] = 0
             stats.episodes += 1
             stats.returns.append(state.episode_return)
             stats.scores.append(float(info.get('score', state.episode_return)))
@@ -206,15 +207,15 @@ class PriorZeroCollector:
             discarded = sum(s.num_steps for s in state.builder.flush())
             self._end_episode(env_id)
         stats.dropped_episodes += 1
-        self._failures_in_a_row[env_id] = self._failures_in_a_row.get(env_id, 0) + 1
+        self._dropped_in_a_row[env_id] = self._dropped_in_a_row.get(env_id, 0) + 1
         logger.warning("collector env %d failed and was restarted; dropped its episode (%d unfinished steps "
                        "discarded): %s", env_id, discarded, error)
-        limit = self._cfg.max_env_failures_in_a_row
-        if self._failures_in_a_row[env_id] >= limit:
+        limit = self._cfg.max_dropped_episodes_in_a_row
+        if self._dropped_in_a_row[env_id] >= limit:
             raise RuntimeError(
-                f"collector env {env_id} failed {limit} times in a row (last error: {error}); the game or its "
+                f"collector env {env_id} failed in {limit} episodes in a row (last error: {error}); the game or its "
                 f"worker is broken. Check the story file and env settings, or raise "
-                f"policy.collect.collector.max_env_failures_in_a_row (env.manager.step_timeout sets the hang limit)"
+                f"policy.collect.collector.max_dropped_episodes_in_a_row (env.manager.step_timeout: the hang limit)"
             )
 
     def _end_episode(self, env_id: int) -> None:

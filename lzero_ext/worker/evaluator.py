@@ -19,6 +19,7 @@ from easydict import EasyDict
 
 from lzero_ext.llm.types import Turn
 from lzero_ext.utils.config import merge_strict
+from lzero_ext.worker.env_recovery import step_envs
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +39,12 @@ class EvalResult:
     mode: str
     episodes: list[EpisodeResult] = field(default_factory=list)
     seconds: float = 0.0
+    dropped_episodes: int = 0  # episodes whose env failed and was restarted (not counted, replayed)
 
     def metrics(self, prefix: str) -> dict[str, float]:
         returns = np.asarray([e.episode_return for e in self.episodes], dtype=np.float64)
-        return {
+        extra = {f'{prefix}dropped_episodes': float(self.dropped_episodes)} if self.dropped_episodes else {}
+        return extra | {
             f'{prefix}reward_mean': float(returns.mean()),
             f'{prefix}reward_max': float(returns.max()),
             f'{prefix}reward_std': float(returns.std()),
@@ -66,6 +69,10 @@ class PriorZeroEvaluator:
         ablations=False,
         # (int) Past turns kept per env for the LLM prompt.
         history_length=4,
+        # (int) An env that fails (crash, dead or hung worker; see worker/env_recovery.py) is restarted and its
+        # episode replayed; after this many dropped episodes of one env with no finished episode between, the run
+        # stops (a game that always fails would otherwise loop forever).
+        max_dropped_episodes_in_a_row=3,
         # (float|None) Stop training (DI-engine serial pipeline) once the mean return reaches this; None: never.
         # (DI-engine's compile_config copies env.stop_value here.)
         stop_value=None,
@@ -116,6 +123,7 @@ class PriorZeroEvaluator:
         histories: dict[int, list[Turn]] = {}
         returns: dict[int, float] = {}
         steps: dict[int, int] = {}
+        dropped_in_a_row: dict[int, int] = {}
         started = min(n_episode, self._env.env_num)
         active = set(range(started))  # env ids whose current episode counts
         while active:
@@ -123,7 +131,9 @@ class PriorZeroEvaluator:
             env_ids = sorted(e for e in ready if e in active)
             outputs = self._policy.forward({e: ready[e] for e in env_ids},
                                            histories={e: histories.get(e, []) for e in env_ids}, eval_mode=mode)
-            timesteps = self._env.step({e: outputs[e].decision.action for e in env_ids})
+            timesteps, failures = step_envs(self._env, {e: outputs[e].decision.action for e in env_ids})
+            for env_id, error in failures.items():
+                self._drop_episode(env_id, error, result, returns, steps, histories, dropped_in_a_row)
             for env_id, timestep in timesteps.items():
                 if env_id not in active:
                     continue
@@ -134,6 +144,7 @@ class PriorZeroEvaluator:
                 returns[env_id] = returns.get(env_id, 0.0) + reward
                 steps[env_id] = steps.get(env_id, 0) + 1
                 if timestep.done:
+                    dropped_in_a_row[env_id] = 0
                     info = timestep.info
                     result.episodes.append(EpisodeResult(returns.pop(env_id), float(info.get('score', 0.0)),
                                                          bool(info.get('victory', False)), steps.pop(env_id)))
@@ -145,6 +156,25 @@ class PriorZeroEvaluator:
                         active.discard(env_id)
         result.seconds = time.perf_counter() - start
         return result
+
+    def _drop_episode(self, env_id: int, error: str, result: EvalResult, returns: dict[int, float],
+                      steps: dict[int, int], histories: dict[int, list[Turn]], dropped_in_a_row: dict[int, int]) -> None:
+        """The env failed and was restarted: its episode is not counted; the env's new episode takes its place."""
+        returns.pop(env_id, None)
+        steps.pop(env_id, None)
+        histories.pop(env_id, None)
+        self._policy.reset([env_id])
+        result.dropped_episodes += 1
+        dropped_in_a_row[env_id] = dropped_in_a_row.get(env_id, 0) + 1
+        logger.warning("evaluator env %d failed and was restarted; its episode is dropped and replayed: %s",
+                       env_id, error)
+        limit = self._cfg.max_dropped_episodes_in_a_row
+        if dropped_in_a_row[env_id] >= limit:
+            raise RuntimeError(
+                f"evaluator env {env_id} failed in {limit} episodes in a row (last error: {error}); the game or its worker "
+                f"is broken. Check the story file and env settings, or raise "
+                f"policy.eval.evaluator.max_dropped_episodes_in_a_row (env.manager.step_timeout: the hang limit)"
+            )
 
     def eval(self, save_ckpt_fn: Callable | None = None, train_iter: int = -1, envstep: int = -1,
              n_episode: int | None = None) -> tuple[bool, dict[str, Any]]:

@@ -66,10 +66,15 @@ def default_main_config() -> EasyDict:
     ))
 
 
+# env.manager.step_timeout (int s, DI-engine's key): an env step that takes longer counts as hung; the env is restarted
+# and its episode dropped (lzero_ext/worker/env_recovery.py). A healthy step is at most the valid-action timeout
+# (env.valid_action_timeout_s, 15 s) plus the game's own step.
+STEP_TIMEOUT_S = 60
+
 # Sizes for a run that learns on our default game on a CPU in minutes, and grows to a GPU run by overrides.
 _FULL = dict(
     env=dict(max_steps=50, action_space_size=20, max_seq_len=256, collector_env_num=4, evaluator_env_num=2,
-             n_evaluator_episode=2, manager=dict(shared_memory=False)),
+             n_evaluator_episode=2, manager=dict(shared_memory=False, step_timeout=STEP_TIMEOUT_S)),
     policy=dict(
         device='auto',
         model=dict(embed_dim=256, num_layers=2, num_heads=8, num_unroll_steps=10, infer_context_length=4),
@@ -87,7 +92,7 @@ _FULL = dict(
 
 _DEBUG = dict(
     env=dict(max_steps=30, action_space_size=12, max_seq_len=128, collector_env_num=2, evaluator_env_num=2,
-             n_evaluator_episode=4, manager=dict(shared_memory=False)),
+             n_evaluator_episode=4, manager=dict(shared_memory=False, step_timeout=STEP_TIMEOUT_S)),
     policy=dict(
         device='cpu',
         model=dict(embed_dim=64, num_layers=1, num_heads=2, group_size=8, num_unroll_steps=5,
