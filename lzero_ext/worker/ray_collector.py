@@ -96,6 +96,12 @@ def acting_config(cfg: EasyDict, actor_index: int) -> EasyDict:
     return cfg
 
 
+def _quiet_root_logger() -> None:
+    """Actors log at the entry's level (``PRIORZERO_LOG_LEVEL``, default WARNING): Ray's worker set-up and
+    DI-engine's import lower the root level, and every actor's INFO lines would reach the driver's console."""
+    logging.getLogger().setLevel(os.environ.get("PRIORZERO_LOG_LEVEL", "WARNING"))
+
+
 class CollectorActor:
     """One Ray collector: its envs, an acting-only policy and a PriorZeroCollector (wrapped by ``ray.remote``)."""
 
@@ -107,7 +113,7 @@ class CollectorActor:
         from functools import partial
 
         torch.set_num_threads(max(1, torch_threads))
-        logging.getLogger().setLevel(os.environ.get("PRIORZERO_LOG_LEVEL", "WARNING"))
+        _quiet_root_logger()
         self.actor_index = actor_index
         cfg = acting_config(cfg, actor_index)
         policy_cfg = EasyDict(dict(cfg.policy, type=create_cfg.policy.type,
@@ -134,6 +140,7 @@ class CollectorActor:
         return int(self.policy.weights_version), int(self.policy.wm_version)
 
     def collect(self, n_steps: int, train_iter: int) -> dict[str, Any]:
+        _quiet_root_logger()
         segments = self.collector.collect(n_steps=n_steps, train_iter=train_iter)
         return dict(segments=segments, stats=self.collector.last_stats,
                     act_metrics=self.policy.act_stats.pop_metrics(),
@@ -180,6 +187,7 @@ class RayCollectionBackend:
         self.last_stats: CollectStats = RayCollectStats()
         self.acting_versions: tuple[int, int] = (-1, -1)  # (LLM, world model) the actors hold
         self._weights_ref = None
+        self._pushed_llm_version: int | None = None
         self._started_ray = False
         self._connect()
         self._actors: list[Any] = []
@@ -227,8 +235,10 @@ class RayCollectionBackend:
     def sync_weights(self) -> None:
         """Push the learner's newest acting weights: one object-store copy, loaded by every actor."""
         ray = self._ray
-        state = self._policy.inference_state()
+        llm_version = self._policy.weights_version  # the LLM part only when it changed (it is the large part)
+        state = self._policy.inference_state(include_llm=llm_version != self._pushed_llm_version)
         self._weights_ref = ray.put(state)  # the previous copy is freed once no reference remains
+        self._pushed_llm_version = llm_version
         loaded = ray.get([a.load_inference_state.remote(self._weights_ref) for a in self._actors])
         self.acting_versions = min(loaded)
 
