@@ -109,21 +109,16 @@ class AsyncCollectionBackend:
     counted either); a resumed run collects anew.
     """
 
-    def __init__(self, cfg: EasyDict, create_cfg: EasyDict, policy: Any, env: Any,
+    def __init__(self, policy: Any, actor: Any, collector: PriorZeroCollector,
                  backend_cfg: dict | None = None) -> None:
-        from ding.policy import create_policy
-
-        self.cfg = merge_strict(default_config(), dict(backend_cfg or {}), where='collect')
+        """``policy``: the learner; ``actor``: its acting-only copy; ``collector``: steps the envs with ``actor``."""
+        self.cfg = merge_strict(default_config(), dict(backend_cfg or {}), where='collect', open_keys=('ray',))
         if self.cfg.max_staleness < 1:
             raise ValueError(f"collect.max_staleness must be >= 1 for the async backend, got "
                              f"{self.cfg.max_staleness} (use collect.backend='sync' for no staleness)")
-        if self.cfg.torch_threads is not None:
-            torch.set_num_threads(int(self.cfg.torch_threads))
         self._policy = policy
-        policy_cfg = EasyDict(dict(cfg.policy, type=create_cfg.policy.type, import_names=create_cfg.policy.import_names))
-        self._actor = create_policy(policy_cfg, enable_field=['collect'])
-        self._collector = PriorZeroCollector(cfg.policy.collect.collector, env, self._actor.collect_mode,
-                                             instance_name='async_collector')
+        self._actor = actor
+        self._collector = collector
         self.envstep = 0
         self.total_episodes = 0
         self.last_stats: CollectStats = BackendCollectStats()
@@ -142,6 +137,21 @@ class AsyncCollectionBackend:
         self._staleness_max = 0
         self._blocked_seconds = 0.0
         self._actor.load_inference_state(self._snapshot())  # the copy starts with the learner's weights
+
+    @classmethod
+    def build(cls, cfg: EasyDict, create_cfg: EasyDict, policy: Any, env: Any,
+              backend_cfg: dict | None = None) -> "AsyncCollectionBackend":
+        """The backend for the main config: an acting-only policy (``enable_field=['collect']``) on ``env``."""
+        from ding.policy import create_policy
+
+        threads = (backend_cfg or {}).get('torch_threads')
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        policy_cfg = EasyDict(dict(cfg.policy, type=create_cfg.policy.type, import_names=create_cfg.policy.import_names))
+        actor = create_policy(policy_cfg, enable_field=['collect'])
+        collector = PriorZeroCollector(cfg.policy.collect.collector, env, actor.collect_mode,
+                                       instance_name='async_collector')
+        return cls(policy, actor, collector, backend_cfg)
 
     # ------------------------------------------------------------------ loop side
     def _snapshot(self) -> dict[str, Any]:
@@ -261,7 +271,7 @@ def build_collection_backend(cfg: EasyDict, create_cfg: EasyDict, policy: Any,
     if backend_cfg.backend == 'sync':
         return PriorZeroCollector(cfg.policy.collect.collector, make_env(), policy.collect_mode)
     if backend_cfg.backend == 'async':
-        return AsyncCollectionBackend(cfg, create_cfg, policy, make_env(), backend_cfg)
+        return AsyncCollectionBackend.build(cfg, create_cfg, policy, make_env(), backend_cfg)
     from lzero_ext.worker.ray_collector import RayCollectionBackend
 
     return RayCollectionBackend(cfg, create_cfg, policy,
