@@ -19,6 +19,7 @@ import torch
 
 from lzero_ext.import_utils import is_available, require
 from lzero_ext.llm.loading import load_model_and_tokenizer, resolve_model_path
+from lzero_ext.llm.oom import retry_on_oom
 from lzero_ext.llm.prompt import DEFAULT_SYSTEM_PROMPT, PromptBuilder
 from lzero_ext.llm.fused_ops import fuse_norms_and_mlp
 from lzero_ext.llm.scoring import SCORING_MODES, resolve_scoring_mode, score_candidates, tokenize_for_scoring
@@ -179,10 +180,17 @@ class TransformersPrior(LLMPrior):
         self.model.eval()
         try:
             with torch.inference_mode(), self._autocast():
-                scores = self._score(prompts, candidates)
+                # _score reads cfg.micro_batch_states, which retry_on_oom lowers through _keep_micro_batch.
+                scores = retry_on_oom(lambda _: self._score(prompts, candidates), self.cfg.micro_batch_states,
+                                      len(prompts), where="LLM prior", config_key="policy.llm.prior.micro_batch_states",
+                                      keep_micro_batch=self._keep_micro_batch)
         finally:
             self.model.train(was_training)
         return [s.float().cpu().numpy() for s in scores]
+
+    def _keep_micro_batch(self, states: int) -> None:
+        """After a GPU OOM: score at most ``states`` states per forward for the rest of the run."""
+        self.cfg.micro_batch_states = states
 
     def _score(self, prompts: list[str], candidates: list[list[str]]) -> list[torch.Tensor]:
         def run(compiled: bool) -> list[torch.Tensor]:

@@ -31,6 +31,7 @@ import torch
 
 from lzero_ext.import_utils import require
 from lzero_ext.llm.loading import load_model_and_tokenizer
+from lzero_ext.llm.oom import retry_on_oom
 from lzero_ext.llm.prompt import DEFAULT_SYSTEM_PROMPT, PromptBuilder
 from lzero_ext.llm.fused_ops import fuse_norms_and_mlp
 from lzero_ext.llm.scoring import SCORING_MODES, resolve_scoring_mode, score_candidates
@@ -203,15 +204,10 @@ class LLMTrainer:
         self._validate_samples(samples)
         advantages = self._advantages(samples)
         self.model.train()
-        totals: dict[str, float] = {}
-        size = self.cfg.micro_batch_size
-        for start in range(0, len(samples), size):
-            micro = samples[start:start + size]
-            with self._autocast():
-                loss, terms = self._micro_batch_loss(micro, advantages[start:start + size])
-            (loss * len(micro) / len(samples) / self.cfg.grad_accum).backward()
-            for name, value in terms.items():
-                totals[name] = totals.get(name, 0.0) + value
+        totals = retry_on_oom(lambda size: self._accumulate_gradients(samples, advantages, size),
+                              self.cfg.micro_batch_size, len(samples), where="LLM trainer",
+                              config_key="policy.llm.trainer.micro_batch_size",
+                              keep_micro_batch=self._keep_micro_batch, before_retry=self._discard_gradients)
         metrics = {name: value / len(samples) for name, value in totals.items()}
         metrics["llm/advantage_mean"] = float(np.mean(advantages))
         metrics["llm/samples"] = float(len(samples))
@@ -223,6 +219,33 @@ class LLMTrainer:
         metrics["llm/lr"] = self.scheduler.get_last_lr()[0]
         metrics["llm/version"] = float(self.version)
         return metrics
+
+    def _accumulate_gradients(self, samples: Sequence[LLMSample], advantages: np.ndarray,
+                              size: int) -> dict[str, float]:
+        """Backward over ``samples`` in micro-batches of ``size``; returns the per-term sums for logging."""
+        totals: dict[str, float] = {}
+        for start in range(0, len(samples), size):
+            micro = samples[start:start + size]
+            with self._autocast():
+                loss, terms = self._micro_batch_loss(micro, advantages[start:start + size])
+            (loss * len(micro) / len(samples) / self.cfg.grad_accum).backward()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + value
+        return totals
+
+    def _keep_micro_batch(self, size: int) -> None:
+        """After a GPU OOM: at most ``size`` samples per forward/backward for the rest of the run."""
+        self.cfg.micro_batch_size = size
+
+    def _discard_gradients(self) -> None:
+        """Before retrying a step that ran out of memory: its partial gradients (an OOM inside backward leaves
+        some parameters' gradients half-accumulated) and those accumulated by earlier calls of this optimiser step
+        cannot be told apart, so all are dropped and the accumulation starts again."""
+        if self._accumulated_calls:
+            logger.warning("discarding the gradients of %d earlier train_step call(s) accumulated for this optimiser "
+                           "step (grad_accum=%d) before the retry", self._accumulated_calls, self.cfg.grad_accum)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._accumulated_calls = 0
 
     def _validate_samples(self, samples: Sequence[LLMSample]) -> None:
         if len(samples) == 0:
