@@ -96,6 +96,10 @@ class PriorZeroCollector:
     def __init__(self, cfg: dict | None = None, env: Any = None, policy: Any = None, tb_logger: Any = None,
                  exp_name: str = 'default_experiment', instance_name: str = 'collector') -> None:
         self._cfg = merge_strict(self.default_config(), dict(cfg or {}), where='collector')
+        for key, low in (('n_steps', 1), ('segment_length', 1), ('pad_length', 0), ('history_length', 0),
+                         ('max_dropped_episodes_in_a_row', 1)):
+            if self._cfg[key] < low:
+                raise ValueError(f"collector.{key} must be >= {low}, got {self._cfg[key]!r}")
         if self._cfg.pad_length > self._cfg.segment_length:
             raise ValueError(
                 f"collector.segment_length={self._cfg.segment_length} must be >= pad_length={self._cfg.pad_length} "

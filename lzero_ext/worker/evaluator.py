@@ -94,6 +94,9 @@ class PriorZeroEvaluator:
     def __init__(self, cfg: dict | None = None, env: Any = None, policy: Any = None, tb_logger: Any = None,
                  exp_name: str = 'default_experiment', instance_name: str = 'evaluator') -> None:
         self._cfg = merge_strict(self.default_config(), dict(cfg or {}), where='evaluator')
+        for key, low in (('n_episode', 1), ('history_length', 0), ('max_dropped_episodes_in_a_row', 1)):
+            if self._cfg[key] < low:
+                raise ValueError(f"evaluator.{key} must be >= {low}, got {self._cfg[key]!r}")
         self._env = env
         self._policy = policy
         self._tb_logger = tb_logger

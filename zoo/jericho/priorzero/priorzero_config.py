@@ -24,6 +24,7 @@ from lzero_ext.buffer.game_buffer import PriorZeroGameBuffer
 from lzero_ext.entry.schedule import TrainSchedule
 from lzero_ext.policy.priorzero_policy import SHARED_LLM_KEYS, PriorZeroPolicy
 from lzero_ext.utils.config import deep_merge, merge_strict
+from lzero_ext.utils.config_types import check_value_types
 from lzero_ext.worker import collection
 from lzero_ext.worker.collector import PriorZeroCollector
 from lzero_ext.worker.evaluator import PriorZeroEvaluator
@@ -179,8 +180,9 @@ def get_priorzero_config(
         flags = deep_merge(flags, dict(policy=dict(device=device, llm=dict(prior=dict(device=device),
                                                                           trainer=dict(device=device)))))
     user = deep_merge(deep_merge(preset, flags), overrides or {})
-    cfg = merge_strict(default_main_config(), user, where='main_config',
-                       open_keys=('env.manager', 'policy.llm.orz.exp', 'collect.ray'))
+    defaults, open_keys = default_main_config(), ('env.manager', 'policy.llm.orz.exp', 'collect.ray')
+    cfg = merge_strict(defaults, user, where='main_config', open_keys=open_keys)
+    check_value_types(defaults, user, where='main_config', open_keys=open_keys)
     name = exp_name or f"data_priorzero/{resolve_game_path(game).stem}__priorzero{'_debug' if debug else ''}__seed{seed}"
     cfg.exp_name = name
     return _derive(cfg, user), create_config_for()
