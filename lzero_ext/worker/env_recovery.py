@@ -17,7 +17,9 @@ dead one. A research run lasts days, so :func:`step_envs` steps the envs itself 
 A failed env is **restarted**: the subprocess is terminated (killed if it ignores SIGTERM) and a new one is created,
 or the in-process env object is closed and rebuilt from its factory; then DI-engine's ``_reset(env_id)`` starts a
 new episode, so ``ready_obs`` holds that env's fresh first observation. The caller gets the failure and decides what
-happens to the episode (the collector and evaluator drop it). Only documented private attributes of the two
+happens to the episode (the collector and evaluator drop it). A restarted env that cannot even reset is fatal
+(DI-engine's ``_reset`` closes the manager and raises after ``max_retry`` tries). A killed worker's own children
+(the valid-action process) see their pipe close and exit. Only documented private attributes of the two
 DI-engine 0.5.3 managers are used (``_envs``, ``_env_fn``, ``_pipe_parents``, ``_subprocesses``,
 ``_create_env_subprocess``, ``_reset``, ``_env_states``, ``_ready_obs``).
 """
