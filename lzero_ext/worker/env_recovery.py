@@ -12,7 +12,8 @@ dead one. A research run lasts days, so :func:`step_envs` steps the envs itself 
   subprocess manager the parent waits on the worker's pipe with that deadline, so any hang is caught, even inside
   the game's C code. In the base manager the env runs in this process, so DI-engine's SIGALRM watchdog
   (``BaseEnvManager._step`` with ``step_timeout``) is the only tool: it interrupts Python code and blocking system
-  calls, not a loop inside C code; use the subprocess manager where that matters.
+  calls, not a loop inside C code, and only on the main thread (a collector thread of the async backend gets no
+  timeout there); use the subprocess manager where that matters.
 
 A failed env is **restarted**: the subprocess is terminated (killed if it ignores SIGTERM) and a new one is created,
 or the in-process env object is closed and rebuilt from its factory; then DI-engine's ``_reset(env_id)`` starts a
