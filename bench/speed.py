@@ -5,6 +5,7 @@ Run from the repository root::
     python bench/speed.py                 # debug sizes, 12 measured iterations per variant (CPU: a few minutes)
     python bench/speed.py --quick         # 4 measured iterations
     python bench/speed.py --full --device cuda --llm-path <hf dir>   # GPU-sized run
+    python bench/speed.py --full --device cuda --llm-shape qwen2.5-0.5b --config-override '{"policy": {...}}'
 
 Each variant runs in its own subprocess (so peak RSS and GPU memory are its own): ``HybridTrainer`` built from
 ``get_priorzero_config``, one warm-up iteration (not counted), then N iterations of ``trainer._iteration()`` (the loop
@@ -86,11 +87,42 @@ def resolve_device(device: str) -> str:
 def build_config(args: argparse.Namespace, variant: str, exp_dir: Path):
     from zoo.jericho.priorzero.priorzero_config import get_priorzero_config
 
+    from lzero_ext.utils.config import deep_merge
+
     overrides: dict = dict(train=dict(eval_freq=0, save_freq=0, export_llm=False, max_iter=args.iterations + 1))
+    overrides = deep_merge(json.loads(args.config_override or "{}"), overrides)
     if variant == "wm":
-        overrides["policy"] = dict(llm=dict(enable=False), root_prior=dict(mode="wm"))
+        overrides = deep_merge(overrides, dict(policy=dict(llm=dict(enable=False), root_prior=dict(mode="wm"))))
     return get_priorzero_config(env_id=args.game, seed=args.seed, exp_name=str(exp_dir), llm_path=args.llm_path,
                                 device=args.device, debug=not args.full, overrides=overrides)
+
+
+def ensure_shaped_llm(shape: str) -> str:
+    """A random-initialised causal LM with a public model's shape (``bench/llm_prior_speed.py``'s SHAPES) and the
+    tiny default tokenizer, saved once as an HF dir: no weights can be downloaded on the GPU machine, and only the
+    shapes matter for speed. The vocabulary is the tiny tokenizer's (the LM head is evaluated only at candidate
+    tokens, so the non-embedding layers dominate the cost)."""
+    from llm_prior_speed import SHAPES  # the sibling benchmark script
+
+    directory = Path(tempfile.gettempdir()) / f"priorzero_random_{shape}"
+    if (directory / "config.json").is_file():
+        return str(directory)
+    import torch
+    import transformers
+
+    from zoo.jericho.priorzero.envs.jericho_env import load_tokenizer
+
+    tokenizer = load_tokenizer(None)
+    dims = {**SHAPES[shape], "vocab_size": len(tokenizer)}
+    config = transformers.Qwen2Config(max_position_embeddings=4096, rope_theta=1e6, pad_token_id=tokenizer.pad_token_id,
+                                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **dims)
+    torch.manual_seed(0)
+    model = transformers.Qwen2ForCausalLM(config).to(torch.bfloat16)
+    partial = directory.with_name(directory.name + ".partial")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(directory)
+    return str(directory)
 
 
 # ---------------------------------------------------------------------------------------------- one variant
@@ -252,6 +284,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     size.add_argument("--full", dest="full", action="store_true", help="full size preset")
     parser.set_defaults(full=False)
     parser.add_argument("--llm-path", default=None, help="local HF model dir (default: the tiny default LLM)")
+    parser.add_argument("--llm-shape", default=None, choices=["qwen2.5-0.5b", "qwen2.5-1.5b"],
+                        help="random-initialised LLM of this shape with the tiny tokenizer (built once in $TMPDIR)")
+    parser.add_argument("--config-override", default=None,
+                        help="JSON dict merged (strictly) into main_config, as the entry's --config-override")
     parser.add_argument("--quick", action="store_true", help="4 measured iterations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="card's dense bf16 peak (H100 SXM: 989)")
@@ -273,6 +309,10 @@ def main(argv: list[str] | None = None) -> None:
     args.command = "python bench/speed.py " + " ".join(argv)
     args.game = resolve_game(args.game)
     args.device = resolve_device(args.device)
+    if args.llm_shape is not None:
+        if args.llm_path is not None:
+            raise SystemExit("--llm-shape and --llm-path exclude each other")
+        args.llm_path = ensure_shaped_llm(args.llm_shape)
     warnings.simplefilter("ignore")
     if args._variant is not None:  # child process: one variant, result as JSON
         result = run_variant(args, args._variant)

@@ -1,0 +1,94 @@
+"""bench/learning.py: the parts that turn child runs into the CSV/summary, and the UniZero adapters (no training)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "learning.py"
+
+
+@pytest.fixture(scope="module")
+def learning():
+    spec = importlib.util.spec_from_file_location("bench_learning", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def _points(learning, method, returns_by_seed, every=32):
+    return [learning.Point(method, "default", seed, i * every, 10.0 * (i + 1), r)
+            for seed, returns in returns_by_seed.items() for i, r in enumerate(returns)]
+
+
+def test_summary_final_best_threshold_and_missing_method(learning):
+    points = _points(learning, "priorzero", {0: [0.0, 1.0, 3.0], 1: [0.0, 3.0, 1.0]})
+    points += _points(learning, "random", {0: [1.0, 2.0, 1.5], 1: [1.5, 1.0, 2.0]})
+    runs = learning.by_run(points)
+    limits = learning.thresholds(runs, ["default"], None)
+    assert limits["default"] == pytest.approx(1.5)
+    rows = learning.summary_rows(runs, ["default"], ["priorzero", "random", "unizero"],
+                                 {("unizero", "default"): "exit 1: boom"}, limits)
+    priorzero, _, unizero = rows
+    assert priorzero[2] == "2.00 ± 1.41"  # final returns 3 and 1
+    assert priorzero[3] == "2.00 @ 32"  # seed means 0, 2, 2: the first best
+    assert priorzero[4] == "32"  # first mean >= 1.5
+    assert priorzero[5] == "30"
+    assert unizero[2] == "not run: exit 1: boom"
+
+
+def test_threshold_never_reached_and_given_threshold(learning):
+    runs = learning.by_run(_points(learning, "priorzero", {0: [0.0, 1.0]}))
+    rows = learning.summary_rows(runs, ["default"], ["priorzero"], {}, learning.thresholds(runs, ["default"], 5.0))
+    assert rows[0][4] == "never"
+
+
+def test_unizero_points_read_from_lightzero_tensorboard_events(learning, tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path))  # the writer train_unizero uses
+    for step, value in [(0, 0.5), (60, 2.0)]:
+        writer.add_scalar("evaluator_step/reward_mean", value, step)
+        writer.add_scalar("evaluator_iter/reward_mean", value, step // 4)
+    writer.close()
+    got = learning.read_unizero_points("default", 3, tmp_path, started=0.0)
+    assert [(p.env_steps, p.eval_return, p.seed) for p in got] == [(0, 0.5, 3), (60, 2.0, 3)]
+    assert learning.read_unizero_points("default", 3, tmp_path / "missing", 0.0) == []
+
+
+def test_eval_points_end_at_budget(learning):
+    assert learning.eval_points(480, 160) == [0, 160, 320, 480]
+    assert learning.eval_points(500, 160) == [0, 160, 320, 480, 500]
+
+
+def test_scalar_reward_env_gives_lightzero_0d_rewards(learning):
+    from ding.utils import ENV_REGISTRY
+
+    learning.register_scalar_reward_env()
+    env = ENV_REGISTRY.get(learning.SCALAR_REWARD_ENV)(dict(max_steps=2, generate_valid_actions=False,
+                                                           look_and_inventory=False))
+    try:
+        env.reset()
+        timestep = env.step("look")
+        assert np.asarray(timestep.reward).shape == ()
+    finally:
+        env.close()
+
+
+def test_unizero_config_copies_priorzero_protocol(learning, tmp_path):
+    args = learning.parse_args(["--_child", "unizero", "--_game", "default", "--_exp", str(tmp_path), "--quick"])
+    main, create = learning.unizero_configs(args, "lz", str(tmp_path / "encoder"))
+    pz, _ = learning.priorzero_config(args, "default", 0, str(tmp_path / "pz"))
+    wm = main.policy.model.world_model_cfg
+    assert (wm.embed_dim, wm.num_layers, wm.num_heads) == (pz.policy.model.embed_dim, pz.policy.model.num_layers,
+                                                          pz.policy.model.num_heads)
+    assert main.policy.num_simulations == pz.policy.mcts.num_simulations
+    assert main.policy.batch_size == pz.policy.learn.batch_size
+    assert main.env.max_steps == pz.env.max_steps and main.env.n_evaluator_episode == pz.env.n_evaluator_episode
+    assert main.policy.replay_ratio == pytest.approx(pz.train.wm_updates_per_iter / pz.policy.collect.collector.n_steps)
+    assert create.env.type == learning.SCALAR_REWARD_ENV
