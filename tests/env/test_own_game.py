@@ -134,3 +134,21 @@ def test_observation_carries_location_and_inventory_without_changing_the_game():
         plain.close()
     finally:
         env.close()
+
+
+def test_score_in_obs_text_tells_apart_states_that_differ_only_by_awards(make_env):
+    """Take lamp (+1), drop it: the game text repeats, the world model's tokens must not."""
+    from zoo.jericho.priorzero.envs.jericho_env import load_tokenizer
+
+    tokenizer = load_tokenizer(None)  # the env's default: the project's tiny LLM tokenizer
+    env = make_env(max_steps=100, max_seq_len=512, score_in_obs_text=True, tokenizer_path=None)
+    obs = env.reset()
+    assert tokenizer.decode(obs["observation"][obs["attention_mask"] == 1]).startswith("Score: 0\n")
+    for action in ["north", "west", "open cupboard"]:
+        obs = env.step(obs["valid_actions"].index(action)).obs
+    before = obs["observation"].copy()
+    obs = env.step(obs["valid_actions"].index("take lamp")).obs
+    obs = env.step(obs["valid_actions"].index("drop lamp")).obs
+    text = tokenizer.decode(obs["observation"][obs["attention_mask"] == 1])
+    assert text.startswith("Score: 1\n") and obs["raw_obs_text"].startswith("Dropped.")
+    assert not np.array_equal(before, obs["observation"])

@@ -91,8 +91,10 @@ _FULL = dict(
                eval_freq=20, save_freq=20),
 )
 
+# Observations (response + look + inventory) of our game run to 240 tokens; at 128 the inventory was cut off, so
+# "holding the shovel" and "not holding it" read the same to the world model.
 _DEBUG = dict(
-    env=dict(max_steps=30, action_space_size=12, max_seq_len=128, collector_env_num=2, evaluator_env_num=2,
+    env=dict(max_steps=30, action_space_size=12, max_seq_len=256, collector_env_num=2, evaluator_env_num=2,
              n_evaluator_episode=4, manager=dict(shared_memory=False, step_timeout=STEP_TIMEOUT_S)),
     policy=dict(
         device='cpu',

@@ -91,6 +91,10 @@ class PriorZeroJerichoEnv(BaseEnv):
         object_extractor="auto",
         # (bool) append "Valid actions: a, b, ..." to the text that is tokenized for the world model.
         include_valid_actions_in_obs_text=False,
+        # (bool) start the world model's text with "Score: N" (the game's status line). Without it, a state after
+        # an award was collected and undone (take lamp, drop lamp) reads exactly like the state before it, so the
+        # reward and value heads see one text with two outcomes.
+        score_in_obs_text=False,
         # (bool) add the responses to `look` and `inventory` (run on a saved copy of the game state, then restored)
         # to the observation text, as DRRN/KG-A2C-style agents do: a response such as "Taken." alone says
         # neither where the player is nor what it carries, so without them different states look identical.
@@ -242,9 +246,12 @@ class PriorZeroJerichoEnv(BaseEnv):
         return f"{text}\n\n{look}\n\n{inventory}"
 
     def _obs_text(self) -> str:
+        text = self._raw_obs_text
+        if self._cfg.score_in_obs_text:
+            text = f"Score: {self._score:g}\n{text}"
         if self._cfg.include_valid_actions_in_obs_text:
-            return f"{self._raw_obs_text}\nValid actions: {', '.join(self._valid_actions)}"
-        return self._raw_obs_text
+            text = f"{text}\nValid actions: {', '.join(self._valid_actions)}"
+        return text
 
     def _make_obs(self) -> dict:
         length = self._cfg.max_seq_len
