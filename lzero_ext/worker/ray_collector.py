@@ -129,6 +129,7 @@ class CollectorActor:
         env.seed(int(cfg.seed) + int(env_indices[0]))  # env i gets seed + i, as in the single-process loop
         self.collector = PriorZeroCollector(cfg.policy.collect.collector, env, self.policy.collect_mode,
                                             instance_name=f'ray_collector_{actor_index}')
+        _quiet_root_logger()  # importing DI-engine's modules above lowered it again
 
     def ready(self) -> int:
         """Answers once the constructor finished (envs and policy built)."""
