@@ -14,6 +14,7 @@ configured, the replay buffer. SIGINT/SIGTERM finish the current phase, write a 
 from __future__ import annotations
 
 import json
+from collections import deque
 import logging
 import signal
 import subprocess
@@ -24,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from ding.envs import create_env_manager, get_env_cls, get_env_manager_cls
 from ding.policy import create_policy
 from easydict import EasyDict
 from tqdm import tqdm
@@ -35,6 +35,7 @@ from lzero_ext.entry.schedule import PHASE_CODES, IterationPlan, TrainSchedule
 from lzero_ext.import_utils import availability_summary
 from lzero_ext.utils.metrics import MetricsLogger
 from lzero_ext.utils.seeding import capture_rng_state, restore_rng_state, set_seed
+from lzero_ext.worker.acting_worker import make_env_manager
 from lzero_ext.worker.collection import build_collection_backend
 from lzero_ext.worker.evaluator import PriorZeroEvaluator
 
@@ -76,6 +77,7 @@ class HybridTrainer:
         self.evaluator = PriorZeroEvaluator(cfg.policy.eval.evaluator, self._make_env('evaluator'),
                                             self.policy.eval_mode)
         self.iteration = 0
+        self._recent_returns: deque[float] = deque(maxlen=100)
         self.wm_updates = 0  # world-model updates run (counters/wm_updates)
         self.llm_updates = 0  # LLM updates run (counters/llm_updates)
         self.last_eval: dict[str, float] = {}
@@ -87,21 +89,7 @@ class HybridTrainer:
     # ------------------------------------------------------------------ setup
     def _make_env(self, role: str):
         """The env manager of ``role`` ('collector' or 'evaluator'), seeded; the collection backend builds its own."""
-        env_cls = get_env_cls(self.create_cfg.env)
-        env_cfg = EasyDict(dict(self.cfg.env))
-        manager_type = self.create_cfg.env_manager.type
-        manager_cfg = get_env_manager_cls(EasyDict(type=manager_type)).default_config()
-        manager_cfg.update(self.cfg.env.manager or {})
-        manager_cfg.type = manager_type
-        if role == 'collector':
-            env = create_env_manager(manager_cfg, [partial(env_cls, cfg=c) for c in
-                                                   env_cls.create_collector_env_cfg(EasyDict(dict(env_cfg)))])
-            env.seed(self.cfg.seed)
-        else:
-            env = create_env_manager(manager_cfg, [partial(env_cls, cfg=c) for c in
-                                                   env_cls.create_evaluator_env_cfg(EasyDict(dict(env_cfg)))])
-            env.seed(self.cfg.seed, dynamic_seed=False)
-        return env
+        return make_env_manager(self.cfg, self.create_cfg, role)
 
     def _save_run_info(self) -> None:
         """Resolved config, git revision and package versions next to the logs (a run must explain itself)."""
@@ -164,6 +152,9 @@ class HybridTrainer:
             segments = self.collector.collect(train_iter=it)
             self.buffer.push_game_segments(segments)
             metrics.update(self.collector.last_stats.metrics())
+            self._recent_returns.extend(self.collector.last_stats.returns)
+            if self._recent_returns:  # the Jericho paper's metric: mean return of the last 100 training episodes
+                metrics['collect/return_last100'] = float(np.mean(self._recent_returns))
             metrics.update(self.policy.act_stats.pop_metrics())
             metrics['perf/collect_seconds'] = time.perf_counter() - tic
         metrics['buffer/transitions'] = float(self.buffer.get_num_of_transitions())

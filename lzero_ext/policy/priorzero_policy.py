@@ -138,6 +138,11 @@ class PriorZeroPolicy(Policy):
         eval=dict(
             # (str) Default eval mode: 'mcts' (full PriorZero), 'llm_only' (argmax of the prior), 'wm_only'.
             mode='mcts',
+            # (float) Action selection in eval: 0 = the most visited action (MuZero's greedy protocol); > 0 = sample
+            # from visits ** (1 / temperature), without exploration noise. A deterministic policy in a deterministic
+            # text game repeats any state it revisits forever (take X, drop X, ...), so text-game papers usually
+            # score the stochastic policy (Jericho: the last 100 training episodes).
+            temperature=0.0,
         ),
         other=dict(
             # (dict) Replay buffer (PriorZeroGameBuffer.config).
@@ -237,6 +242,9 @@ class PriorZeroPolicy(Policy):
             )
         if cfg.eval.mode not in EVAL_MODES:
             raise ValueError(f"policy.eval.mode must be one of {EVAL_MODES}, got {cfg.eval.mode!r}")
+        if cfg.collect.temperature <= 0 or cfg.eval.temperature < 0:
+            raise ValueError(f"policy.collect.temperature must be > 0 and policy.eval.temperature >= 0, got "
+                             f"{cfg.collect.temperature!r} and {cfg.eval.temperature!r}")
 
     # ------------------------------------------------------------------ acting
     @property
@@ -270,8 +278,10 @@ class PriorZeroPolicy(Policy):
         histories: Sequence[list[Turn]],
         mode: str,
         eval_mode: str = 'mcts',
+        temperature: float | None = None,
     ) -> list[ActOutput]:
-        """Decide one action for each env (``mode`` 'collect' samples with noise; 'eval' is greedy, no noise)."""
+        """Decide one action for each env (``mode`` 'collect' samples with noise; 'eval' has no noise and uses
+        ``temperature``, default ``eval.temperature``: 0 = most visited action)."""
         if eval_mode not in EVAL_MODES:
             raise ValueError(f"eval_mode must be one of {EVAL_MODES}, got {eval_mode!r}")
         legal = np.stack([o.action_mask.astype(bool) for o in observations])
@@ -286,8 +296,10 @@ class PriorZeroPolicy(Policy):
             search = None
         else:
             search = self._search(env_ids, observations, legal, llm_padded, mode, eval_mode, rng)
-            actions = select_action(search.output.visit_counts, self._cfg.collect.temperature,
-                                    deterministic=(mode == 'eval'), rng=rng, legal_mask=legal)
+            if temperature is None:
+                temperature = self._cfg.collect.temperature if mode == 'collect' else self._cfg.eval.temperature
+            actions = select_action(search.output.visit_counts, temperature, deterministic=temperature == 0,
+                                    rng=rng, legal_mask=legal)
         context = self._contexts[mode]
         for env_id, obs, action in zip(env_ids, observations, actions):
             context[env_id] = (obs.tokens, int(action))
@@ -488,14 +500,14 @@ class PriorZeroPolicy(Policy):
         return self._forward_mode(data, 'eval', **kwargs)
 
     def _forward_mode(self, data: dict[int, Any], mode: str, histories: dict[int, list[Turn]] | None = None,
-                      eval_mode: str | None = None) -> dict[int, ActOutput]:
+                      eval_mode: str | None = None, temperature: float | None = None) -> dict[int, ActOutput]:
         """``eval_mode`` None: full search when collecting, ``policy.eval.mode`` when evaluating."""
         if eval_mode is None:
             eval_mode = self._cfg.eval.mode if mode == 'eval' else 'mcts'
         env_ids = sorted(data)
         observations = [StepObservation.from_env_obs(data[e]) for e in env_ids]
         hist = [list((histories or {}).get(e, [])) for e in env_ids]
-        outputs = self.act(env_ids, observations, hist, mode, eval_mode)
+        outputs = self.act(env_ids, observations, hist, mode, eval_mode, temperature)
         return dict(zip(env_ids, outputs))
 
     def _reset_collect(self, data_id: list[int] | None = None) -> None:

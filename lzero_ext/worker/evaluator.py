@@ -67,6 +67,10 @@ class PriorZeroEvaluator:
         n_episode=2,
         # (bool) Also run the LLM-only and world-model-only ablations.
         ablations=False,
+        # (list[float]) Also evaluate the full policy at these action temperatures (0 = most visited action,
+        # > 0 = sampled from the visits, no noise), reported under evals/t<temperature>/; the headline evals/ uses
+        # the policy's policy.eval.temperature.
+        extra_temperatures=[],
         # (int) Past turns kept per env for the LLM prompt.
         history_length=4,
         # (int) An env that fails (crash, dead or hung worker; see worker/env_recovery.py) is restarted and its
@@ -97,6 +101,8 @@ class PriorZeroEvaluator:
         for key, low in (('n_episode', 1), ('history_length', 0), ('max_dropped_episodes_in_a_row', 1)):
             if self._cfg[key] < low:
                 raise ValueError(f"evaluator.{key} must be >= {low}, got {self._cfg[key]!r}")
+        if any(float(t) < 0 for t in self._cfg.extra_temperatures):
+            raise ValueError(f"evaluator.extra_temperatures must be >= 0, got {self._cfg.extra_temperatures!r}")
         self._env = env
         self._policy = policy
         self._tb_logger = tb_logger
@@ -112,8 +118,9 @@ class PriorZeroEvaluator:
             return False
         return self._last_eval_iter < 0 or train_iter - self._last_eval_iter >= freq
 
-    def run(self, mode: str | None = None, n_episode: int | None = None) -> EvalResult:
-        """Play ``n_episode`` episodes (spread over the envs) greedily in ``mode`` (None: the policy's eval mode)."""
+    def run(self, mode: str | None = None, n_episode: int | None = None, temperature: float | None = None) -> EvalResult:
+        """Play ``n_episode`` episodes (spread over the envs) in ``mode`` (None: the policy's eval mode), choosing
+        actions at ``temperature`` (None: the policy's ``eval.temperature``)."""
         n_episode = self._cfg.n_episode if n_episode is None else n_episode
         if self._launched:
             self._env.reset()
@@ -133,7 +140,8 @@ class PriorZeroEvaluator:
             ready = self._env.ready_obs
             env_ids = sorted(e for e in ready if e in active)
             outputs = self._policy.forward({e: ready[e] for e in env_ids},
-                                           histories={e: histories.get(e, []) for e in env_ids}, eval_mode=mode)
+                                           histories={e: histories.get(e, []) for e in env_ids}, eval_mode=mode,
+                                           temperature=temperature)
             timesteps, failures = step_envs(self._env, {e: outputs[e].decision.action for e in env_ids})
             for env_id, error in failures.items():
                 self._drop_episode(env_id, error, result, returns, steps, histories, dropped_in_a_row)
@@ -183,12 +191,14 @@ class PriorZeroEvaluator:
              n_episode: int | None = None) -> tuple[bool, dict[str, Any]]:
         """Evaluate (plus ablations if configured); returns ``(stop, info)`` as DI-engine's evaluators do."""
         self._last_eval_iter = train_iter
-        modes = (None,) + (ABLATION_MODES if self._cfg.ablations else ())
+        runs = [(None, None, 'evals/')]
+        runs += [(mode, None, f'evals/{mode}/') for mode in (ABLATION_MODES if self._cfg.ablations else ())]
+        runs += [(None, float(t), f'evals/t{float(t):g}/') for t in self._cfg.extra_temperatures]
         metrics: dict[str, float] = {}
         main = None
-        for mode in modes:
-            result = self.run(mode, n_episode)
-            metrics.update(result.metrics('evals/' if mode is None else f'evals/{mode}/'))
+        for mode, temperature, prefix in runs:
+            result = self.run(mode, n_episode, temperature)
+            metrics.update(result.metrics(prefix))
             main = main or result
         metrics['perf/eval_seconds'] = main.seconds
         if self._tb_logger is not None:

@@ -127,3 +127,28 @@ def test_eval_ablations_are_reported_under_their_own_names(tiny_config):
             assert f"{prefix}reward_mean" in info and f"{prefix}victory_rate" in info
     finally:
         trainer.close()
+
+
+def test_eval_temperatures_sample_from_visits_and_are_reported_apart(tiny_config, monkeypatch):
+    """Headline eval at policy.eval.temperature; each extra temperature under evals/t<T>/; 0 means argmax."""
+    import lzero_ext.policy.priorzero_policy as policy_module
+
+    seen = []
+    real_select = policy_module.select_action
+
+    def spy(visit_counts, temperature, deterministic, rng, legal_mask=None):
+        seen.append((float(temperature), bool(deterministic)))
+        return real_select(visit_counts, temperature, deterministic, rng, legal_mask)
+
+    monkeypatch.setattr(policy_module, "select_action", spy)
+    cfg, create_cfg = tiny_config(policy=dict(eval=dict(temperature=0.5, evaluator=dict(extra_temperatures=[0]))))
+    trainer = HybridTrainer(cfg, create_cfg)
+    try:
+        _, info = trainer.evaluator.eval(train_iter=0)
+        for prefix in ("evals/", "evals/t0/"):
+            assert f"{prefix}reward_mean" in info
+        assert {(0.5, False), (0.0, True)} == set(seen)
+    finally:
+        trainer.close()
+    with pytest.raises(ValueError, match="eval.temperature"):
+        HybridTrainer(*tiny_config(policy=dict(eval=dict(temperature=-1.0))))
