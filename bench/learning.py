@@ -25,6 +25,7 @@ episodes at env step 0, every ``--eval-every`` env steps and at the budget.
 Each (method, game, seed) runs as a child process with its own exp dir under ``--out``; its evaluation points are
 read back from ``<exp>/log/metrics.jsonl`` (PriorZero, random) or LightZero's TensorBoard events
 (``evaluator_step/reward_mean``). ``wall_s`` is seconds since the child was started (imports and set-up included).
+Children run in their exp dir, so all of them import the installed package (reinstall after changing the code).
 Outputs: ``<out>/learning.csv`` (method, game, seed, env_steps, wall_s, eval_return), ``<out>/learning.png`` (mean
 over seeds, min-max band, per game) and a markdown summary table on stdout (also ``<out>/summary.md``).
 """
@@ -517,7 +518,8 @@ def main(argv: list[str] | None = None) -> None:
                 started = time.time()
                 with open(exp / "child.log", "w") as log:
                     try:
-                        rc = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                        # cwd = the exp dir: every child imports the installed package, as bench scripts do
+                        rc = subprocess.run(command, cwd=exp, stdout=log, stderr=subprocess.STDOUT,
                                             timeout=args.timeout, env=child_env(args)).returncode
                     except subprocess.TimeoutExpired:
                         rc = "timeout"
