@@ -7,13 +7,14 @@
 #   bash scripts/prepare_gpu_bundle.sh          # .cache/gpu_jericho, .cache/gpu_site, .cache/gpu_whl312
 #   bash scripts/gpu_bench.sh --prepare-games    # copies detective.z5 and zork1.z5 into .cache/gpu_games (ignored)
 # There, from the repository root, with those four .cache folders next to the tree:
-#   bash scripts/gpu_bench.sh [all|speed|learning]     # all (default) is cut to fit 10 minutes; one phase: 9
+#   bash scripts/gpu_bench.sh [all|speed|learning]     # all (default) is cut to fit 10 minutes; one phase: 9.5
 #
 # speed: bench/speed.py on detective at LightZero's Jericho UniZero anchor sizes (docs: ../shared/docs/gpu-notes.md):
 #   50 simulations, batch 64, 512-token observations, a MiniLM-sized text encoder (384 wide, 6 layers, 12 heads),
 #   world model embed 768 / 2 layers, 16 collector envs, replay ratio 0.25 (16 world-model updates per 64 env
 #   steps), and the prior a random-initialised Qwen2.5-0.5B-shaped LLM (bench/speed.py --llm-shape).
-# learning: a short bench/learning.py run (full preset, our game, seed 0, 1,280 env steps). LightZero's UniZero needs
+# learning: a short bench/learning.py run (full preset, our game, seed 0, 1,280 env steps; 640 under `all`, whose
+#   two phases share the device tool's 10-minute command limit). LightZero's UniZero needs
 #   its compiled tree, built for CPython 3.11 only, so on this machine it is reported as not run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,8 @@ export PYTHONPATH="$PWD/.cache/gpu_jericho:$PWD/.cache/gpu_site:$SITE:$PWD"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PRIORZERO_LOG_LEVEL=WARNING
 [ -d "$GAMES_DIR" ] && export PRIORZERO_JERICHO_GAMES="$PWD/$GAMES_DIR"
 # Seconds per phase: both phases must fit the device tool's 10-minute command limit together.
-if [ "$PHASE" = all ]; then SPEED_S=270 LEARN_S=210; else SPEED_S=540 LEARN_S=540; fi
+if [ "$PHASE" = all ]; then SPEED_S=290 LEARN_S=230 LEARN_STEPS=640 CHILD_S=110
+else SPEED_S=560 LEARN_S=560 LEARN_STEPS=1280 CHILD_S=250; fi
 SPEED_GAME=detective.z5
 [ -f "${PRIORZERO_JERICHO_GAMES:-/nonexistent}/$SPEED_GAME" ] || SPEED_GAME=default
 
@@ -67,8 +69,8 @@ fi
 
 if [ "$PHASE" = all ] || [ "$PHASE" = learning ]; then
   echo "[gpu_bench] learning (log: $OUT/learning.log)"
-  timeout $LEARN_S python3 bench/learning.py --device cuda --full --games default --seeds 0 --env-steps 1280 \
-      --eval-every 320 --threads 0 --timeout 100 --out /tmp/priorzero_gpu_learning > "$OUT/learning.log" 2>&1
+  timeout $LEARN_S python3 bench/learning.py --device cuda --full --games default --seeds 0 --env-steps $LEARN_STEPS \
+      --eval-every 320 --threads 0 --timeout $CHILD_S --out /tmp/priorzero_gpu_learning > "$OUT/learning.log" 2>&1
   echo "[gpu_bench] learning exit $?"
   for f in learning.csv learning.png; do cp "/tmp/priorzero_gpu_learning/$f" "$OUT/" 2>/dev/null; done
   cp /tmp/priorzero_gpu_learning/summary.md "$OUT/learning.md" 2>/dev/null && cat "$OUT/learning.md"
