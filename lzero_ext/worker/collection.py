@@ -6,10 +6,12 @@ picks the implementation:
 
 * ``sync``: :class:`~lzero_ext.worker.collector.PriorZeroCollector` itself, in the loop's thread, acting with the learner's
   own modules (the newest weights, no copy); collection and learning take turns.
-* ``async``: :class:`AsyncCollectionBackend`, the same collector in a background thread that acts with its own
-  acting-only policy copy, refreshed by ``sync_weights``; collection of the next chunk overlaps with learning on the
-  previous one. Data staleness is bounded by ``max_staleness`` (see the class). Not deterministic: thread timing
-  decides which weights a chunk is collected with.
+* ``async``: :class:`AsyncCollectionBackend`, the same collector with its own acting-only policy copy, refreshed by
+  ``sync_weights``, driven by a background thread: collection of the next chunk overlaps with learning on the
+  previous one. ``async_worker='process'`` (default) runs the copy and its envs in a child process
+  (:mod:`lzero_ext.worker.acting_worker`); ``'thread'`` runs them in the thread (measured slower on a 2-core CPU:
+  the search and the learner contend for the GIL). Data staleness is bounded by ``max_staleness`` (see the class).
+  Not deterministic: timing decides which weights a chunk is collected with.
 * ``ray``: :class:`~lzero_ext.worker.ray_collector.RayCollectionBackend`, collector actors on a Ray cluster
   (optional dependency, ``collect.ray`` holds its settings).
 """
@@ -28,11 +30,13 @@ from easydict import EasyDict
 
 from lzero_ext.buffer.game_segment import PriorZeroGameSegment
 from lzero_ext.utils.config import merge_strict
+from lzero_ext.worker.acting_worker import ActedChunk, ActingWorker, LocalActingWorker, ProcessActingWorker
 from lzero_ext.worker.collector import CollectStats, PriorZeroCollector
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("sync", "async", "ray")
+ASYNC_WORKERS = ("process", "thread")
 
 config = dict(
     # (str) 'sync' (collect, then learn, in one thread), 'async' (a collector thread overlaps with learning) or
@@ -42,8 +46,10 @@ config = dict(
     # when the loop consumes it; 1 = collect the next chunk while the learner trains on the current one. Chunks
     # that became staler (e.g. during LLM phases without collection) are dropped, not trained on.
     max_staleness=1,
-    # (int | None) async: torch intra-op threads of the whole process (learner and collector share the cores);
-    # None leaves torch's default.
+    # (str) async: where the acting copy runs: 'process' (a spawned child process, own core) or 'thread'.
+    async_worker='process',
+    # (int | None) async: torch intra-op threads of the learner process and of the acting worker process (with
+    # 'thread', of the one shared process); None leaves torch's default.
     torch_threads=None,
     # (float) async: seconds close() waits for the collector thread to finish its chunk.
     stop_timeout_s=120.0,
@@ -86,18 +92,14 @@ class BackendCollectStats(CollectStats):
 
 @dataclass
 class _Chunk:
-    """One ``collect`` of the background thread, tagged with the learner publish it acted with."""
+    """One ``collect`` of the worker, tagged with the learner publish it acted with."""
 
-    segments: list[PriorZeroGameSegment]
-    stats: CollectStats
-    act_metrics: dict[str, float]
+    acted: ActedChunk
     version: int  # number of sync_weights publishes the acting weights came from
-    llm_version: int
-    wm_version: int
 
 
 class AsyncCollectionBackend:
-    """Collection in a background thread with an acting-only policy copy (see the module docstring).
+    """Collection by an acting worker, driven by a background thread, overlapping with learning (module docstring).
 
     Versions: every ``sync_weights`` call publishes one learner version (a CPU snapshot from
     :meth:`~lzero_ext.policy.priorzero_policy.PriorZeroPolicy.inference_state`, taken in the loop's thread between
@@ -109,16 +111,14 @@ class AsyncCollectionBackend:
     counted either); a resumed run collects anew.
     """
 
-    def __init__(self, policy: Any, actor: Any, collector: PriorZeroCollector,
-                 backend_cfg: dict | None = None) -> None:
-        """``policy``: the learner; ``actor``: its acting-only copy; ``collector``: steps the envs with ``actor``."""
+    def __init__(self, policy: Any, worker: ActingWorker, backend_cfg: dict | None = None) -> None:
+        """``policy``: the learner; ``worker``: acting-only copy + collector (in this process or a child)."""
         self.cfg = merge_strict(default_config(), dict(backend_cfg or {}), where='collect', open_keys=('ray',))
         if self.cfg.max_staleness < 1:
             raise ValueError(f"collect.max_staleness must be >= 1 for the async backend, got "
                              f"{self.cfg.max_staleness} (use collect.backend='sync' for no staleness)")
         self._policy = policy
-        self._actor = actor
-        self._collector = collector
+        self._worker = worker
         self.envstep = 0
         self.total_episodes = 0
         self.last_stats: CollectStats = BackendCollectStats()
@@ -136,22 +136,26 @@ class AsyncCollectionBackend:
         self._staleness_sum = 0
         self._staleness_max = 0
         self._blocked_seconds = 0.0
-        self._actor.load_inference_state(self._snapshot())  # the copy starts with the learner's weights
+        try:
+            self._worker.load(self._snapshot())  # the copy starts with the learner's weights
+        except BaseException:
+            self._worker.close()
+            raise
 
     @classmethod
-    def build(cls, cfg: EasyDict, create_cfg: EasyDict, policy: Any, env: Any,
+    def build(cls, cfg: EasyDict, create_cfg: EasyDict, policy: Any, make_env: Callable[[], Any],
               backend_cfg: dict | None = None) -> "AsyncCollectionBackend":
-        """The backend for the main config: an acting-only policy (``enable_field=['collect']``) on ``env``."""
-        from ding.policy import create_policy
-
-        threads = (backend_cfg or {}).get('torch_threads')
-        if threads is not None:
-            torch.set_num_threads(int(threads))
-        policy_cfg = EasyDict(dict(cfg.policy, type=create_cfg.policy.type, import_names=create_cfg.policy.import_names))
-        actor = create_policy(policy_cfg, enable_field=['collect'])
-        collector = PriorZeroCollector(cfg.policy.collect.collector, env, actor.collect_mode,
-                                       instance_name='async_collector')
-        return cls(policy, actor, collector, backend_cfg)
+        """The backend for the main config (``collect.async_worker`` says where the acting copy runs)."""
+        backend_cfg = merge_strict(default_config(), dict(backend_cfg or {}), where='collect', open_keys=('ray',))
+        if backend_cfg.async_worker not in ASYNC_WORKERS:
+            raise ValueError(f"collect.async_worker must be one of {ASYNC_WORKERS}, got {backend_cfg.async_worker!r}")
+        if backend_cfg.torch_threads is not None:
+            torch.set_num_threads(int(backend_cfg.torch_threads))
+        if backend_cfg.async_worker == 'process':
+            worker: ActingWorker = ProcessActingWorker(cfg, create_cfg, backend_cfg.torch_threads)
+        else:
+            worker = LocalActingWorker.build(cfg, create_cfg, make_env())
+        return cls(policy, worker, backend_cfg)
 
     # ------------------------------------------------------------------ loop side
     def _snapshot(self) -> dict[str, Any]:
@@ -194,15 +198,16 @@ class AsyncCollectionBackend:
             waited = time.perf_counter() - tic
             queued = len(self._ready)
             blocked, self._blocked_seconds = self._blocked_seconds, 0.0
+        acted = chunk.acted
         stats = BackendCollectStats(
-            env_steps=chunk.stats.env_steps, episodes=chunk.stats.episodes, seconds=chunk.stats.seconds,
-            policy_seconds=chunk.stats.policy_seconds, returns=chunk.stats.returns, scores=chunk.stats.scores,
-            dropped_episodes=chunk.stats.dropped_episodes,
+            env_steps=acted.stats.env_steps, episodes=acted.stats.episodes, seconds=acted.stats.seconds,
+            policy_seconds=acted.stats.policy_seconds, returns=acted.stats.returns, scores=acted.stats.scores,
+            dropped_episodes=acted.stats.dropped_episodes,
         )
         self._staleness_sum += staleness
         self._staleness_max = max(self._staleness_max, staleness)
         self._consumed += 1
-        stats.extra = dict(chunk.act_metrics)
+        stats.extra = dict(acted.act_metrics)
         stats.extra.update({
             'async/staleness': float(staleness),
             'async/staleness_mean': self._staleness_sum / self._consumed,  # over the run so far
@@ -211,25 +216,27 @@ class AsyncCollectionBackend:
             'async/collector_blocked_seconds': blocked,  # the thread waited for the loop (staleness bound)
             'async/queued_chunks': float(queued),
             'async/dropped_stale_chunks': float(self._dropped_chunks),
-            'collect/wm_version_lag': float(self._policy.wm_version - chunk.wm_version),
-            'collect/llm_version_lag': float(self._policy.weights_version - chunk.llm_version),
+            'collect/wm_version_lag': float(self._policy.wm_version - acted.wm_version),
+            'collect/llm_version_lag': float(self._policy.weights_version - acted.llm_version),
         })
         self.envstep += stats.env_steps
         self.total_episodes += stats.episodes
         self.last_stats = stats
-        return chunk.segments
+        return acted.segments
 
     def close(self) -> None:
-        """Stop the thread after its current chunk, then close the envs."""
+        """Stop the thread after its current chunk, then close the worker (its envs, its process)."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=self.cfg.stop_timeout_s)
-            if self._thread.is_alive():
-                logger.warning("the async collector thread did not stop within %.0f s; closing its envs anyway",
-                               self.cfg.stop_timeout_s)
-        self._collector.close()
+            if self._thread.is_alive():  # it still uses the worker: only a process can be ended safely
+                logger.warning("the async collector thread did not stop within %.0f s", self.cfg.stop_timeout_s)
+                if isinstance(self._worker, ProcessActingWorker):
+                    self._worker.kill()
+                return
+        self._worker.close()
 
     # ------------------------------------------------------------------ thread side
     def _run(self) -> None:
@@ -245,11 +252,8 @@ class AsyncCollectionBackend:
                     pending, self._pending = self._pending, None
                     version, train_iter = self._published, self._train_iter
                 if pending is not None:
-                    self._actor.load_inference_state(pending)
-                segments = self._collector.collect(train_iter=train_iter)
-                chunk = _Chunk(segments=segments, stats=self._collector.last_stats,
-                               act_metrics=self._actor.act_stats.pop_metrics(), version=version,
-                               llm_version=int(self._actor.weights_version), wm_version=int(self._actor.wm_version))
+                    self._worker.load(pending)
+                chunk = _Chunk(acted=self._worker.collect(train_iter), version=version)
                 with self._cond:
                     self._ready.append(chunk)
                     self._cond.notify_all()
@@ -271,7 +275,7 @@ def build_collection_backend(cfg: EasyDict, create_cfg: EasyDict, policy: Any,
     if backend_cfg.backend == 'sync':
         return PriorZeroCollector(cfg.policy.collect.collector, make_env(), policy.collect_mode)
     if backend_cfg.backend == 'async':
-        return AsyncCollectionBackend.build(cfg, create_cfg, policy, make_env(), backend_cfg)
+        return AsyncCollectionBackend.build(cfg, create_cfg, policy, make_env, backend_cfg)
     from lzero_ext.worker.ray_collector import RayCollectionBackend
 
     return RayCollectionBackend(cfg, create_cfg, policy,

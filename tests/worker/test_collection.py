@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from lzero_ext.worker.acting_worker import LocalActingWorker
 from lzero_ext.worker.collection import AsyncCollectionBackend, build_collection_backend
 from lzero_ext.worker.collector import CollectStats
 
@@ -67,8 +68,9 @@ def _wait_for(condition, timeout=30.0):
 def _backend(max_staleness=1, fail_at=None):
     learner, actor = FakeLearner(), FakeActor()
     collector = FakeCollector(actor, fail_at)
-    return AsyncCollectionBackend(learner, actor, collector, dict(backend='async', max_staleness=max_staleness)), \
-        learner, actor, collector
+    backend = AsyncCollectionBackend(learner, LocalActingWorker(actor, collector),
+                                     dict(backend='async', max_staleness=max_staleness))
+    return backend, learner, actor, collector
 
 
 @pytest.mark.parametrize("max_staleness", [1, 2])
