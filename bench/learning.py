@@ -376,7 +376,9 @@ def summary_rows(runs, games: list[str], methods: list[str], failures: dict, lim
             final = f"{statistics.mean(finals):.2f}" + (f" ± {statistics.stdev(finals):.2f}" if len(finals) > 1 else "")
             rows.append(label + [final, f"{best[1]:.2f} @ {best[0]:,}",
                                  "never" if reached is None else f"{reached:,}",
-                                 f"{statistics.mean(walls):,.0f}", f"{len(seeds)} / {curve[-1][0]:,}"])
+                                 f"{statistics.mean(walls):,.0f}", f"{len(seeds)} / {curve[-1][0]:,}"
+                                 + (f" (incomplete: {failures[(method, game)].split(':')[0]})"
+                                    if (method, game) in failures else "")])
     return rows
 
 
@@ -400,6 +402,9 @@ def write_summary(args: argparse.Namespace, runs, failures, games: list[str], me
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(runs, games, methods, failures, limits)]
+    if failures:
+        lines += ["", "Runs that did not finish: " + "; ".join(f"{LABELS[m]} on {game_label(g)}: {why}"
+                                                              for (m, g), why in failures.items())]
     return "\n".join(lines)
 
 

@@ -46,6 +46,14 @@ def test_threshold_never_reached_and_given_threshold(learning):
     runs = learning.by_run(_points(learning, "priorzero", {0: [0.0, 1.0]}))
     rows = learning.summary_rows(runs, ["default"], ["priorzero"], {}, learning.thresholds(runs, ["default"], 5.0))
     assert rows[0][4] == "never"
+    assert rows[0][6] == "1 / 32"
+
+
+def test_a_failed_run_with_points_is_marked_incomplete(learning):
+    runs = learning.by_run(_points(learning, "unizero", {0: [2.0]}))
+    rows = learning.summary_rows(runs, ["default"], ["unizero"], {("unizero", "default"): "exit timeout: (see x)"},
+                                 {"default": 1.0})
+    assert rows[0][6] == "1 / 0 (incomplete: exit timeout)"
 
 
 def test_unizero_points_read_from_lightzero_tensorboard_events(learning, tmp_path):
