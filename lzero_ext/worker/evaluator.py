@@ -139,9 +139,10 @@ class PriorZeroEvaluator:
         while active:
             ready = self._env.ready_obs
             env_ids = sorted(e for e in ready if e in active)
+            extra = {} if temperature is None else {'temperature': temperature}
             outputs = self._policy.forward({e: ready[e] for e in env_ids},
                                            histories={e: histories.get(e, []) for e in env_ids}, eval_mode=mode,
-                                           temperature=temperature)
+                                           **extra)
             timesteps, failures = step_envs(self._env, {e: outputs[e].decision.action for e in env_ids})
             for env_id, error in failures.items():
                 self._drop_episode(env_id, error, result, returns, steps, histories, dropped_in_a_row)
