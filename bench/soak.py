@@ -131,6 +131,18 @@ def slope_per_hour(xs_s: list[float], ys: list[float]) -> float | None:
     return sxy / sxx * 3600.0
 
 
+def theil_sen_per_hour(xs_s: list[float], ys: list[float]) -> float | None:
+    """Median of the pairwise slopes (per hour): one odd sample (the allocator returning memory for a minute)
+    cannot tilt it the way it tilts least squares over a few dozen samples."""
+    slopes = [(ys[j] - ys[i]) / (xs_s[j] - xs_s[i]) * 3600.0
+              for i in range(len(xs_s)) for j in range(i + 1, len(xs_s)) if xs_s[j] > xs_s[i]]
+    if not slopes:
+        return None
+    slopes.sort()
+    mid = len(slopes) // 2
+    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
@@ -146,6 +158,17 @@ def build_command(args: argparse.Namespace) -> list[str]:
     if args.device is not None:
         cmd += ["--device", args.device]
     return cmd
+
+
+def report_from_csv(args: argparse.Namespace) -> int:
+    """Print the report of an earlier soak from its CSV (no run)."""
+    with open(args.from_csv, newline="", encoding="utf-8") as f:
+        samples = [Sample(float(r["elapsed_s"]), float(r["rss_mib"]), float(r["rss_tree_mib"]), int(r["iteration"]),
+                          int(r["env_steps"]), int(r["buffer_transitions"])) for r in csv.DictReader(f)]
+    last = samples[-1] if samples else Sample(0.0, 0.0, 0.0, -1, 0, 0)
+    print_report(args, build_command(args), samples, last.elapsed_s, None, False, last.iteration, last.env_steps,
+                 last.buffer_transitions, Path(args.from_csv))
+    return 0
 
 
 def run_soak(args: argparse.Namespace) -> int:
@@ -221,17 +244,19 @@ def print_report(args: argparse.Namespace, cmd: list[str], samples: list[Sample]
     print(f"Child: `{' '.join(['python'] + cmd[1:])}`  ")
     print(f"Host: {platform.node()} ({os.cpu_count()} CPUs), {datetime.datetime.now().isoformat(timespec='seconds')}; "
           f"wall {wall / 60:.1f} min, {len(samples)} samples every {args.interval:.0f} s; CSV {csv_path}  ")
-    status = "crashed" if rc != 0 else ("finished early (max_iter reached)" if died_early else "stopped by SIGINT")
+    status = "from CSV" if rc is None else "crashed" if rc != 0 else ("finished early (max_iter reached)" if died_early else "stopped by SIGINT")
     print(f"Child exit code {rc} ({status}); iterations {it}, env steps {steps}, buffer transitions {transitions}")
     print()
-    print("| memory | start MiB | end MiB | max MiB | slope overall MiB/h | slope 2nd half MiB/h |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| memory | start MiB | end MiB | max MiB | slope overall MiB/h | slope 2nd half MiB/h | "
+          "Theil-Sen 2nd half MiB/h |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    xs_half = [s.elapsed_s for s in half]
     for label, ys, ys_half in rows:
         if not ys:
-            print(f"| {label} | n/a | n/a | n/a | n/a | n/a |")
+            print(f"| {label} | n/a | n/a | n/a | n/a | n/a | n/a |")
             continue
         print(f"| {label} | {_fmt(ys[0])} | {_fmt(ys[-1])} | {_fmt(max(ys))} | {_fmt(slope_per_hour(xs, ys))} | "
-              f"{_fmt(slope_per_hour([s.elapsed_s for s in half], ys_half))} |")
+              f"{_fmt(slope_per_hour(xs_half, ys_half))} | {_fmt(theil_sen_per_hour(xs_half, ys_half))} |")
     print()
     print("| minute | RSS MiB | with descendants MiB | iteration | env steps | buffer transitions |")
     print("|---:|---:|---:|---:|---:|---:|")
@@ -253,8 +278,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grace", type=float, default=600.0,
                         help="seconds the child gets after SIGINT to checkpoint and exit before SIGKILL")
+    parser.add_argument("--from-csv", default=None, help="only print the report of an earlier soak's CSV")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(run_soak(parse_args()))
+    arguments = parse_args()
+    sys.exit(report_from_csv(arguments) if arguments.from_csv else run_soak(arguments))
