@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from common import device_line, resolve_game  # bench/common.py (the script's folder is on sys.path)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("priorzero", "priorzero_frozen", "unizero", "random")
 STYLES = {"priorzero": ("-", "o"), "priorzero_frozen": ("--", "s"), "unizero": ("-.", "^"), "random": (":", "x")}
@@ -68,17 +70,6 @@ class Point:
 
 
 # ---------------------------------------------------------------------------------------------- shared protocol
-def resolve_game(game: str) -> str:
-    """'default' (our game), a path, or a story name in $PRIORZERO_JERICHO_GAMES / ../shared/jericho-games."""
-    if game == "default" or Path(game).is_file():
-        return game
-    games_dir = Path(os.environ.get("PRIORZERO_JERICHO_GAMES", REPO_ROOT.parent / "shared" / "jericho-games"))
-    candidate = games_dir / game
-    if not candidate.is_file():
-        raise FileNotFoundError(f"game {game!r}: neither a file nor found in {games_dir} (set PRIORZERO_JERICHO_GAMES)")
-    return str(candidate.resolve())
-
-
 def game_label(game: str) -> str:
     return "lighthouse (ours)" if game == "default" else Path(game).stem
 
@@ -437,20 +428,6 @@ def plot(runs, games: list[str], methods: list[str], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def device_line(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
-    cpu = platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {cpu}, {os.cpu_count()} cores"
 
 
 # ---------------------------------------------------------------------------------------------- CLI

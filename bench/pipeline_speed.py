@@ -19,7 +19,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from common import cpu_name  # bench/common.py (the script's folder is on sys.path)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("sync", "async", "async_thread", "ray")
@@ -102,14 +103,8 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def print_report(args: argparse.Namespace, results: dict[str, list[dict]], load_before: float) -> None:
     import torch
 
-    cpu = platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     print(f"Command: `{args.command.strip()}`  ")
-    print(f"Machine: CPU {cpu}, {os.cpu_count()} cores, load average {load_before:.1f} at start, "
+    print(f"Machine: CPU {cpu_name()}, {os.cpu_count()} cores, load average {load_before:.1f} at start, "
           f"{os.getloadavg()[0]:.1f} at the end; torch {torch.__version__}, "
           f"{args.torch_threads or torch.get_num_threads()} intra-op thread(s) per process  ")
     print(f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import resource
 import statistics
@@ -30,6 +29,8 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from common import device_line, resolve_game  # bench/common.py (the script's folder is on sys.path)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("llm", "wm")
@@ -63,17 +64,6 @@ class VariantResult:
 
 
 # ---------------------------------------------------------------------------------------------- config
-def resolve_game(game: str) -> str:
-    """'default' (our game), a path, or a story name in $PRIORZERO_JERICHO_GAMES / ../shared/jericho-games."""
-    if game == "default" or Path(game).is_file():
-        return game
-    games_dir = Path(os.environ.get("PRIORZERO_JERICHO_GAMES", REPO_ROOT.parent / "shared" / "jericho-games"))
-    candidate = games_dir / game
-    if not candidate.is_file():
-        raise FileNotFoundError(f"--game {game!r}: neither a file nor found in {games_dir}")
-    return str(candidate)
-
-
 def resolve_device(device: str) -> str:
     import torch
 
@@ -230,20 +220,6 @@ def table_rows(results: dict[str, VariantResult], raw_rate: float, peak_tflops: 
     rows.append(("peak GPU memory MiB", _fmt(llm.peak_gpu_mib, 0), _fmt(wm.peak_gpu_mib, 0), "—"))
     rows.append(("measured iterations / wall s", f"{llm.iterations} / {llm.wall_s:.0f}", f"{wm.iterations} / {wm.wall_s:.0f}", "—"))
     return rows
-
-
-def device_line(device: str) -> str:
-    import torch
-
-    if device == "cuda":
-        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
-    cpu = platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
 
 
 def print_report(args: argparse.Namespace, results: dict[str, VariantResult], raw_rate: float, device: str) -> None:

@@ -13,6 +13,12 @@ SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "learning.py"
 
 @pytest.fixture(scope="module")
 def learning():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(SCRIPT.parent))  # as when run as `python bench/learning.py`: bench/common.py
+        yield from _load_learning()
+
+
+def _load_learning():
     spec = importlib.util.spec_from_file_location("bench_learning", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
