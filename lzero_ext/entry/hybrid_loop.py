@@ -10,6 +10,10 @@ update), ``async`` / ``ray`` act with copies that ``sync_weights`` refreshes aft
 Checkpoints (``<exp>/checkpoints/ckpt_<iter>.pt``) hold everything needed to continue: learner states (world model,
 target network, optimisers, LLM or LoRA weights, scheduler, weights version), counters, every RNG state and, if
 configured, the replay buffer. SIGINT/SIGTERM finish the current phase, write a final checkpoint and exit cleanly.
+
+Data parallelism (``torchrun``, :mod:`lzero_ext.distributed`): every rank runs this loop with its own envs, buffer and
+LLM prior; both learners average gradients over ranks; rank 0 alone logs, evaluates, checkpoints and exports. The
+decisions that gate a collective (train or not, stop or not) are taken jointly, so no rank waits alone.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from easydict import EasyDict
 from tqdm import tqdm
 
 from lzero_ext.buffer.game_buffer import PriorZeroGameBuffer
+from lzero_ext.distributed import DistContext
 from lzero_ext.entry.checkpoint import CheckpointManager, config_fingerprint
 from lzero_ext.entry.schedule import PHASE_CODES, IterationPlan, TrainSchedule
 from lzero_ext.import_utils import availability_summary
@@ -57,25 +62,30 @@ def architecture_fingerprint(cfg: EasyDict) -> str:
 class HybridTrainer:
     """Builds every component from ``(main_config, create_config)`` and runs the loop."""
 
-    def __init__(self, cfg: EasyDict, create_cfg: EasyDict, resume: str | None = None) -> None:
+    def __init__(self, cfg: EasyDict, create_cfg: EasyDict, resume: str | None = None,
+                 dist: DistContext | None = None) -> None:
         self.cfg, self.create_cfg = cfg, create_cfg
+        self.dist = dist or DistContext()
         self.exp_dir = Path(cfg.exp_name)
         self.schedule = TrainSchedule(cfg.train)
         set_seed(cfg.seed)
-        self.exp_dir.mkdir(parents=True, exist_ok=True)
-        self._save_run_info()
-        self.metrics = MetricsLogger(self.exp_dir / "log")
+        if self.dist.is_main:  # other ranks write nothing to the exp dir
+            self.exp_dir.mkdir(parents=True, exist_ok=True)
+            self._save_run_info()
+        self.metrics = MetricsLogger(self.exp_dir / "log") if self.dist.is_main else _NullMetrics()
         self.checkpoints = CheckpointManager(self.exp_dir / "checkpoints", self.schedule.cfg.keep_checkpoints)
         self.fingerprint = architecture_fingerprint(cfg)
         policy_cfg = EasyDict(dict(cfg.policy, type=create_cfg.policy.type, import_names=create_cfg.policy.import_names))
         self.policy = create_policy(policy_cfg, enable_field=['learn', 'collect', 'eval'])
+        if self.dist.enabled:  # rank 0's weights everywhere, gradients averaged from now on
+            self.policy.enable_data_parallel(self.dist)
         self.buffer = PriorZeroGameBuffer(cfg.policy.other.replay_buffer)
         if self.schedule.uses_phases and not (cfg.policy.llm.enable and cfg.policy.llm.train):
             raise ValueError(f"train.mode={self.schedule.cfg.mode!r} alternates world-model and LLM phases and needs "
                              f"policy.llm.enable=True and policy.llm.train=True; use train.mode='parallel'")
         self.collector = build_collection_backend(cfg, create_cfg, self.policy, partial(self._make_env, 'collector'))
         self.evaluator = PriorZeroEvaluator(cfg.policy.eval.evaluator, self._make_env('evaluator'),
-                                            self.policy.eval_mode)
+                                            self.policy.eval_mode) if self.dist.is_main else None
         self.iteration = 0
         self._recent_returns: deque[float] = deque(maxlen=100)
         self.wm_updates = 0  # world-model updates run (counters/wm_updates)
@@ -120,9 +130,10 @@ class HybridTrainer:
         logger.info(self.summary())
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         start_iter = self.iteration
-        bar = tqdm(total=self.schedule.cfg.max_iter, initial=start_iter, desc="priorzero", dynamic_ncols=True)
+        bar = tqdm(total=self.schedule.cfg.max_iter, initial=start_iter, desc="priorzero", dynamic_ncols=True,
+                   disable=not self.dist.is_main)
         try:
-            while self.iteration < self.schedule.cfg.max_iter and not self._stop_requested:
+            while self.iteration < self.schedule.cfg.max_iter and not self._should_stop():
                 metrics = self._iteration()
                 bar.update(1)
                 bar.set_postfix(self._postfix(metrics))
@@ -141,6 +152,11 @@ class HybridTrainer:
         logger.warning("signal %d received: finishing this phase, then writing a final checkpoint", signum)
         self._stop_requested = True
 
+    def _should_stop(self) -> bool:
+        """A stop signal seen by any rank stops every rank at the same iteration boundary."""
+        self._stop_requested = self.dist.any_true(self._stop_requested)
+        return self._stop_requested
+
     def _iteration(self) -> dict[str, float]:
         it = self.iteration
         metrics: dict[str, float] = {}
@@ -158,13 +174,15 @@ class HybridTrainer:
             metrics.update(self.policy.act_stats.pop_metrics())
             metrics['perf/collect_seconds'] = time.perf_counter() - tic
         metrics['buffer/transitions'] = float(self.buffer.get_num_of_transitions())
-        if self.buffer.get_num_of_transitions() >= self.schedule.cfg.min_buffer_transitions:
+        if self.dist.all_true(self.buffer.get_num_of_transitions() >= self.schedule.cfg.min_buffer_transitions):
             metrics.update(self._train(plan))
         self.iteration += 1
         metrics['schedule/phase'] = float(PHASE_CODES[plan.phase])
         metrics['counters/wm_updates'] = float(self.wm_updates)
         metrics['counters/llm_updates'] = float(self.llm_updates)
-        metrics['counters/env_steps'] = float(self.collector.envstep)
+        metrics['counters/env_steps'] = float(self.collector.envstep)  # this rank's
+        if self.dist.enabled:
+            metrics['counters/env_steps_all_ranks'] = self.dist.sum(self.collector.envstep)
         metrics['counters/iteration'] = float(self.iteration)
         metrics['llm/weights_version'] = float(self.policy.weights_version)
         self.metrics.log(metrics, self.collector.envstep)
@@ -210,6 +228,8 @@ class HybridTrainer:
         return metrics
 
     def _evaluate(self) -> dict[str, float]:
+        if self.evaluator is None:  # not rank 0
+            return {}
         _, info = self.evaluator.eval(train_iter=self.iteration, envstep=self.collector.envstep)
         metrics = {k: v for k, v in info.items() if isinstance(v, float)}
         self.last_eval = metrics
@@ -237,7 +257,10 @@ class HybridTrainer:
             last_eval=self.last_eval,
         )
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Checkpoint (and export the LLM if configured); rank 0 only, the weights are the same on every rank."""
+        if not self.dist.is_main:
+            return None
         path = self.checkpoints.save(self.state_dict(), self.iteration, self.fingerprint)
         if self.schedule.cfg.export_llm and self.cfg.policy.llm.enable and self.cfg.policy.llm.train:
             self.policy.export_llm(self.exp_dir / "llm_hf")
@@ -254,8 +277,9 @@ class HybridTrainer:
             path = Path(resume)
             state = self.checkpoints.load(path, self.fingerprint)
         self.policy.learn_mode.load_state_dict(state['policy'])
-        self.policy.load_rng_state(state['policy_rngs'])
-        restore_rng_state(state['rng'])
+        if self.dist.is_main:  # other ranks keep their own (seed + rank) streams: identical ones would collect duplicates
+            self.policy.load_rng_state(state['policy_rngs'])
+            restore_rng_state(state['rng'])
         if state['buffer'] is not None:
             self.buffer.load_state_dict(state['buffer'])
         self.iteration = int(state['iteration'])
@@ -269,8 +293,22 @@ class HybridTrainer:
 
     def close(self) -> None:
         self.collector.close()
-        self.evaluator.close()
+        if self.evaluator is not None:
+            self.evaluator.close()
         self.metrics.close()
+
+
+class _NullMetrics:
+    """The metrics logger of ranks other than 0: they log nothing."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_text(self, tag: str, text: str, step: int = 0) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _mean_metrics(steps: list[dict[str, float]]) -> dict[str, float]:

@@ -22,7 +22,7 @@ import copy
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -146,6 +146,9 @@ class LLMTrainer:
         self.version = 0
         self._accumulated_calls = 0
         self._priors: list["LLMPrior"] = []
+        # (callable | None) Data parallelism: averages the trainable gradients over ranks before each optimiser
+        # step, (params, ok) -> all ranks ok (DistContext.all_reduce_gradients); None in a single process.
+        self.grad_sync: Callable[[list[torch.nn.Parameter], bool], bool] | None = None
 
     # ------------------------------------------------------------------ setup
     def _validate_config(self) -> None:
@@ -346,6 +349,8 @@ class LLMTrainer:
 
     def _optimizer_step(self) -> float:
         parameters = [p for p in self.model.parameters() if p.requires_grad]
+        if self.grad_sync is not None:  # averaged gradients: every rank takes the same step (norm included)
+            self.grad_sync(parameters, True)
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
         if math.isfinite(grad_norm):

@@ -31,6 +31,7 @@ from easydict import EasyDict
 
 from lzero_ext.buffer.game_buffer import PriorZeroGameBuffer
 from lzero_ext.buffer.game_segment import StepDecision, StepObservation
+from lzero_ext.distributed import DistContext
 from lzero_ext.llm.prior import LLMPrior, TransformersPrior, build_prior
 from lzero_ext.llm.trainer import LLMTrainer
 from lzero_ext.llm.types import PriorRequest, Turn
@@ -483,6 +484,23 @@ class PriorZeroPolicy(Policy):
             if self._llm_trainer is None:
                 raise ValueError("resuming the ORZ trainer goes through ORZ's own checkpoints (orz.save_path)")
             self._llm_trainer.load_state_dict(state['llm'])
+            if self._llm_prior is not None:
+                self._llm_prior.sync_from(self._llm_trainer)
+        self.after_training_burst()
+
+    def enable_data_parallel(self, dist: DistContext) -> None:
+        """Data parallelism (:mod:`lzero_ext.distributed`): start every rank from rank 0's weights and average the
+        world-model and LLM gradients over ranks before each optimiser step, so the weights stay identical."""
+        if self._llm_update is not None and self._llm_trainer is None:
+            raise NotImplementedError("data parallelism over ranks covers the built-in LLM trainer, not ORZ's")
+        modules = [self._model, self._wm_learner.target_model]
+        if self._llm_trainer is not None:
+            modules += [m for m in (self._llm_trainer.model, self._llm_trainer.reference) if m is not None]
+        for module in modules:
+            dist.broadcast_state(module)
+        self._wm_learner.grad_sync = dist.all_reduce_gradients
+        if self._llm_trainer is not None:
+            self._llm_trainer.grad_sync = dist.all_reduce_gradients
             if self._llm_prior is not None:
                 self._llm_prior.sync_from(self._llm_trainer)
         self.after_training_burst()

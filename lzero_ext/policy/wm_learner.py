@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -81,6 +81,9 @@ class WorldModelLearner:
         self.optimizer = _build_adamw(model.world_model, self.cfg)
         self.train_steps = 0
         self.skipped_updates = 0
+        # (callable | None) Data parallelism: averages gradients over ranks, (params, ok) -> all ranks ok
+        # (DistContext.all_reduce_gradients); None in a single process.
+        self.grad_sync: Callable[[list[nn.Parameter], bool], bool] | None = None
 
     # ------------------------------------------------------------------ training
     def train_step(self, batch: WorldModelBatch) -> dict[str, float]:
@@ -112,10 +115,12 @@ class WorldModelLearner:
             return self._skip(f"non-finite total loss {total.item()}")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if self.grad_sync is not None and not self.grad_sync(list(self.model.world_model.parameters()), True):
+            return self._skip("non-finite loss on another rank", synced=True)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.world_model.parameters(), self.cfg.grad_clip_value)
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
-            return self._skip(f"non-finite gradient norm {grad_norm.item()}")
+            return self._skip(f"non-finite gradient norm {grad_norm.item()}", synced=True)
         self.optimizer.step()
         self.train_steps += 1
         self._update_target()
@@ -147,7 +152,11 @@ class WorldModelLearner:
                 return None
             raise
 
-    def _skip(self, why: str) -> dict[str, float]:
+    def _skip(self, why: str, synced: bool = False) -> dict[str, float]:
+        """Skip this update; with data parallelism, first tell the other ranks (they wait in the gradient
+        all-reduce and then skip too), unless the skip was decided after it (``synced``)."""
+        if self.grad_sync is not None and not synced:
+            self.grad_sync(list(self.model.world_model.parameters()), False)
         self.skipped_updates += 1
         self.optimizer.zero_grad(set_to_none=True)
         logger.warning("World-model update skipped (%s); %d skipped so far", why, self.skipped_updates)

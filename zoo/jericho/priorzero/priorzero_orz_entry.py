@@ -4,6 +4,9 @@ Runs the hybrid loop of the design document on a Jericho game: evaluate every ``
 with LLM-prior MCTS; train the world model every ``wm_train_freq`` iterations and the LLM (SFT + RL) every
 ``llm_train_freq``; sync the new weights to the prior's backend; log to TensorBoard; checkpoint. Defaults: our own
 game and the tiny LLM the project builds, so it runs offline out of the box.
+
+Multi-GPU: ``torchrun --nproc_per_node=N -m zoo.jericho.priorzero.priorzero_orz_entry ...`` runs N data-parallel
+ranks (:mod:`lzero_ext.distributed`): rank r seeds its envs with ``seed + r`` and uses ``cuda:LOCAL_RANK``.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import logging
 import os
 import sys
 
+from lzero_ext.distributed import DistContext
 from lzero_ext.entry.hybrid_loop import HybridTrainer
 from zoo.jericho.priorzero.priorzero_config import get_priorzero_config
 
@@ -42,16 +46,28 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     overrides = json.loads(args.config_override) if args.config_override else {}
     if args.max_iter is not None:
         overrides.setdefault("train", {})["max_iter"] = args.max_iter
-    cfg, create_cfg = get_priorzero_config(env_id=args.env_id, seed=args.seed, exp_name=args.exp_name,
-                                           llm_path=args.llm_path, device=args.device, debug=debug,
-                                           overrides=overrides)
-    trainer = HybridTrainer(cfg, create_cfg, resume=args.resume)
-    print(trainer.summary(), flush=True)
+    dist = DistContext.from_env()  # torchrun's env vars; a single process without them
+    device = args.device
+    if dist.enabled and device in (None, "auto"):
+        device = dist.device
+    exp_name = args.exp_name
+    if exp_name is None and dist.enabled:  # the default name holds the seed: every rank uses rank 0's
+        exp_name = get_priorzero_config(env_id=args.env_id, seed=args.seed, debug=debug)[0].exp_name
     try:
-        result = trainer.run()
+        cfg, create_cfg = get_priorzero_config(env_id=args.env_id, seed=args.seed + dist.rank, exp_name=exp_name,
+                                               llm_path=args.llm_path, device=device, debug=debug,
+                                               overrides=overrides)
+        trainer = HybridTrainer(cfg, create_cfg, resume=args.resume, dist=dist)
+        if dist.is_main:
+            print(trainer.summary(), flush=True)
+        try:
+            result = trainer.run()
+        finally:
+            trainer.close()
     finally:
-        trainer.close()
-    print(json.dumps({k: round(v, 4) for k, v in result.items()}, indent=1), flush=True)
+        dist.close()
+    if dist.is_main:
+        print(json.dumps({k: round(v, 4) for k, v in result.items()}, indent=1), flush=True)
     return result
 
 
