@@ -18,11 +18,11 @@ decisions that gate a collective (train or not, stop or not) are taken jointly, 
 from __future__ import annotations
 
 import json
-from collections import deque
 import logging
 import signal
 import subprocess
 import time
+from collections import deque
 from functools import partial
 from pathlib import Path
 from typing import Any
