@@ -40,8 +40,8 @@ def test_two_envs_step_through_an_env_manager(manager_cls, tiny_tokenizer_path):
     finally:
         try:
             manager.close()
-        except ConnectionResetError:
+        except (ConnectionResetError, EOFError):
             # DI-engine 0.5.3's SyncSubprocessEnvManager.close() sends 'close' to every child and reads the replies;
-            # a child that exits right after replying can reset the socketpair before the read (seen once under
-            # load). Closing is DI-engine's code and not what this test checks.
+            # a child that exits right after replying can reset or close the socketpair before the read (seen under
+            # load, as ConnectionResetError or EOFError). Closing is DI-engine's code and not what this test checks.
             assert manager_cls is SyncSubprocessEnvManager
