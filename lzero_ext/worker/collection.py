@@ -48,8 +48,8 @@ config = dict(
     max_staleness=1,
     # (str) async: where the acting copy runs: 'process' (a spawned child process, own core) or 'thread'.
     async_worker='process',
-    # (int | None) async: torch intra-op threads of the learner process and of the acting worker process (with
-    # 'thread', of the one shared process); None leaves torch's default.
+    # (int | None) torch intra-op threads of the learner process (every backend) and of the async acting worker
+    # process; None leaves torch's default. 1 is fastest for the small debug models on a 2-core machine.
     torch_threads=None,
     # (float) async: seconds close() waits for the collector thread to finish its chunk.
     stop_timeout_s=120.0,
@@ -149,8 +149,6 @@ class AsyncCollectionBackend:
         backend_cfg = merge_strict(default_config(), dict(backend_cfg or {}), where='collect', open_keys=('ray',))
         if backend_cfg.async_worker not in ASYNC_WORKERS:
             raise ValueError(f"collect.async_worker must be one of {ASYNC_WORKERS}, got {backend_cfg.async_worker!r}")
-        if backend_cfg.torch_threads is not None:
-            torch.set_num_threads(int(backend_cfg.torch_threads))
         if backend_cfg.async_worker == 'process':
             worker: ActingWorker = ProcessActingWorker(cfg, create_cfg, backend_cfg.torch_threads)
         else:
@@ -272,6 +270,8 @@ def build_collection_backend(cfg: EasyDict, create_cfg: EasyDict, policy: Any,
                                open_keys=('ray',))
     if backend_cfg.backend not in BACKENDS:
         raise ValueError(f"collect.backend must be one of {BACKENDS}, got {backend_cfg.backend!r}")
+    if backend_cfg.torch_threads is not None:
+        torch.set_num_threads(int(backend_cfg.torch_threads))
     if backend_cfg.backend == 'sync':
         return PriorZeroCollector(cfg.policy.collect.collector, make_env(), policy.collect_mode)
     if backend_cfg.backend == 'async':
