@@ -29,3 +29,22 @@ def jericho_game():
         return path
 
     return _find
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """The tiny default LLM, built once per session into a temporary cache."""
+    from lzero_ext.llm.default_model import ensure_default_model
+
+    return ensure_default_model(tmp_path_factory.mktemp("priorzero-cache"))
+
+
+@pytest.fixture
+def single_torch_thread():
+    """Tiny models: one torch thread is as fast, and avoids thrashing on a shared 2-core machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,16 +1,8 @@
-"""Fixtures for the LLM tests: the tiny default model, built once per session into a temporary cache."""
+"""Fixtures for the LLM tests: the tiny default model (its directory: ``tiny_model_dir`` in tests/conftest.py)."""
 from __future__ import annotations
 
 import pytest
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from lzero_ext.llm.default_model import ensure_default_model
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    return ensure_default_model(tmp_path_factory.mktemp("priorzero-cache"))
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +16,5 @@ def tiny_model(tiny_model_dir):
 
 
 @pytest.fixture(autouse=True)
-def single_torch_thread():
-    """The models here are tiny: one thread is as fast, and avoids thrashing on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(single_torch_thread):
     yield
-    torch.set_num_threads(previous)
