@@ -303,7 +303,6 @@ class BatchedMCTS:
     ) -> _Leaves:
         """Descend all B trees level by level (all active roots are at the same depth) to an unexpanded child."""
         cfg = self.cfg
-        gamma = cfg.discount_factor
         batch = trees.batch
         # The min-max bounds do not change during selection: precompute each root's normalisation.
         delta = trees.q_max - trees.q_min

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import difflib
 from collections.abc import Mapping
-from typing import Any
 
 from easydict import EasyDict
 

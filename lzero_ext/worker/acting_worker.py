@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import signal
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -43,8 +44,11 @@ class ActingWorker(Protocol):
     def close(self) -> None: ...
 
 
-def make_env_manager(cfg: EasyDict, create_cfg: EasyDict, role: str) -> Any:
-    """The seeded env manager of ``role`` ('collector' or 'evaluator') for the main config."""
+def make_env_manager(cfg: EasyDict, create_cfg: EasyDict, role: str, env_indices: Sequence[int] | None = None) -> Any:
+    """The seeded env manager of ``role`` ('collector' or 'evaluator') for the main config.
+
+    ``env_indices`` keeps only those collector envs (a Ray actor's slice); env ``i`` is seeded ``seed + i`` either way.
+    """
     from ding.envs import create_env_manager, get_env_cls, get_env_manager_cls
 
     env_cls = get_env_cls(create_cfg.env)
@@ -53,9 +57,12 @@ def make_env_manager(cfg: EasyDict, create_cfg: EasyDict, role: str) -> Any:
     manager_cfg.update(cfg.env.manager or {})
     manager_cfg.type = manager_type
     make_cfgs = env_cls.create_collector_env_cfg if role == 'collector' else env_cls.create_evaluator_env_cfg
-    env = create_env_manager(manager_cfg, [partial(env_cls, cfg=c) for c in make_cfgs(EasyDict(dict(cfg.env)))])
+    env_cfgs = make_cfgs(EasyDict(dict(cfg.env)))
+    if env_indices is not None:
+        env_cfgs = [env_cfgs[i] for i in env_indices]
+    env = create_env_manager(manager_cfg, [partial(env_cls, cfg=c) for c in env_cfgs])
     if role == 'collector':
-        env.seed(cfg.seed)
+        env.seed(int(cfg.seed) + (int(env_indices[0]) if env_indices is not None else 0))
     else:
         env.seed(cfg.seed, dynamic_seed=False)
     return env

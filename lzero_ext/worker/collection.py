@@ -22,7 +22,7 @@ import copy
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import torch
@@ -79,18 +79,6 @@ class CollectionBackend(Protocol):
 
 
 @dataclass
-class BackendCollectStats(CollectStats):
-    """One iteration's collection statistics plus backend metrics (acting perf, staleness, waiting)."""
-
-    extra: dict[str, float] = field(default_factory=dict)
-
-    def metrics(self) -> dict[str, float]:
-        out = super().metrics()
-        out.update(self.extra)
-        return out
-
-
-@dataclass
 class _Chunk:
     """One ``collect`` of the worker, tagged with the learner publish it acted with."""
 
@@ -121,7 +109,7 @@ class AsyncCollectionBackend:
         self._worker = worker
         self.envstep = 0
         self.total_episodes = 0
-        self.last_stats: CollectStats = BackendCollectStats()
+        self.last_stats: CollectStats = CollectStats()
         self._cond = threading.Condition()
         self._ready: collections.deque[_Chunk] = collections.deque()
         self._published = 0
@@ -197,7 +185,7 @@ class AsyncCollectionBackend:
             queued = len(self._ready)
             blocked, self._blocked_seconds = self._blocked_seconds, 0.0
         acted = chunk.acted
-        stats = BackendCollectStats(
+        stats = CollectStats(
             env_steps=acted.stats.env_steps, episodes=acted.stats.episodes, seconds=acted.stats.seconds,
             policy_seconds=acted.stats.policy_seconds, returns=acted.stats.returns, scores=acted.stats.scores,
             dropped_episodes=acted.stats.dropped_episodes,

@@ -49,6 +49,7 @@ class CollectStats:
     returns: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     dropped_episodes: int = 0
+    extra: dict[str, float] = field(default_factory=dict)  # backend metrics (acting perf, staleness, waiting)
 
     def metrics(self) -> dict[str, float]:
         out = {
@@ -62,6 +63,7 @@ class CollectStats:
             out['collect/score_mean'] = float(np.mean(self.scores))
         if self.dropped_episodes:
             out['collect/dropped_episodes'] = float(self.dropped_episodes)
+        out.update(self.extra)
         return out
 
 

@@ -27,7 +27,6 @@ import copy
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -55,18 +54,6 @@ def import_ray():
     import ray
 
     return ray
-
-
-@dataclass
-class RayCollectStats(CollectStats):
-    """Merged statistics of one ``collect`` over all actors, plus acting-weights staleness and actor perf metrics."""
-
-    extra: dict[str, float] = field(default_factory=dict)
-
-    def metrics(self) -> dict[str, float]:
-        out = super().metrics()
-        out.update(self.extra)
-        return out
 
 
 def split_budget(total: int, parts: int) -> list[int]:
@@ -108,9 +95,9 @@ class CollectorActor:
     def __init__(self, cfg: EasyDict, create_cfg: EasyDict, actor_index: int, env_indices: Sequence[int],
                  torch_threads: int) -> None:
         import torch
-        from ding.envs import create_env_manager, get_env_cls, get_env_manager_cls
         from ding.policy import create_policy
-        from functools import partial
+
+        from lzero_ext.worker.acting_worker import make_env_manager
 
         torch.set_num_threads(max(1, torch_threads))
         _quiet_root_logger()
@@ -119,14 +106,7 @@ class CollectorActor:
         policy_cfg = EasyDict(dict(cfg.policy, type=create_cfg.policy.type,
                                    import_names=create_cfg.policy.import_names))
         self.policy = create_policy(policy_cfg, enable_field=['collect'])
-        env_cls = get_env_cls(create_cfg.env)
-        manager_type = create_cfg.env_manager.type
-        manager_cfg = get_env_manager_cls(EasyDict(type=manager_type)).default_config()
-        manager_cfg.update(cfg.env.manager or {})
-        manager_cfg.type = manager_type
-        env_cfgs = env_cls.create_collector_env_cfg(EasyDict(dict(cfg.env)))
-        env = create_env_manager(manager_cfg, [partial(env_cls, cfg=env_cfgs[i]) for i in env_indices])
-        env.seed(int(cfg.seed) + int(env_indices[0]))  # env i gets seed + i, as in the single-process loop
+        env = make_env_manager(cfg, create_cfg, 'collector', env_indices)  # env i: seed + i, as in one process
         self.collector = PriorZeroCollector(cfg.policy.collect.collector, env, self.policy.collect_mode,
                                             instance_name=f'ray_collector_{actor_index}')
         _quiet_root_logger()  # importing DI-engine's modules above lowered it again
@@ -185,7 +165,7 @@ class RayCollectionBackend:
         self._n_steps = int(cfg.policy.collect.collector.n_steps)
         self.envstep = 0
         self.total_episodes = 0
-        self.last_stats: CollectStats = RayCollectStats()
+        self.last_stats: CollectStats = CollectStats()
         self.acting_versions: tuple[int, int] = (-1, -1)  # (LLM, world model) the actors hold
         self._weights_ref = None
         self._pushed_llm_version: int | None = None
@@ -252,7 +232,7 @@ class RayCollectionBackend:
         results = ray.get([a.collect.remote(b, train_iter) for a, b in zip(self._actors, parts) if b > 0])
         seconds = time.perf_counter() - tic
         segments: list[PriorZeroGameSegment] = []
-        stats = RayCollectStats(seconds=seconds)
+        stats = CollectStats(seconds=seconds)
         for result in results:
             segments += result['segments']
             part: CollectStats = result['stats']

@@ -14,13 +14,11 @@ that disagrees with its source raises ``ValueError`` saying where to set it.
 """
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any, Mapping
 
 from easydict import EasyDict
 
-from lzero_ext.buffer.game_buffer import PriorZeroGameBuffer
 from lzero_ext.entry.schedule import TrainSchedule
 from lzero_ext.policy.priorzero_policy import SHARED_LLM_KEYS, PriorZeroPolicy
 from lzero_ext.utils.config import deep_merge, merge_strict
