@@ -24,7 +24,7 @@ import numpy as np
 from ding.utils import BUFFER_REGISTRY
 from easydict import EasyDict
 
-from lzero_ext.buffer.game_segment import PriorZeroGameSegment
+from lzero_ext.buffer.game_segment import PriorZeroGameSegment, candidate_position
 from lzero_ext.llm.types import LLMSample, Turn
 from lzero_ext.utils.config import merge_strict
 
@@ -313,22 +313,21 @@ class PriorZeroGameBuffer:
 
     def _llm_sample(self, segment: PriorZeroGameSegment, t: int, advantage: float) -> LLMSample:
         text, arrays = segment.text, segment.arrays
-        candidates = list(text.valid_actions[t][:self._cfg.action_space_size])
+        candidates, indices = list(text.valid_actions[t]), text.action_indices[t]
         if not candidates:
             # The env executes a fallback action (e.g. 'go') when there are no valid actions; it is the only choice.
-            candidates = [text.executed_actions[t]]
-        action_index = int(arrays.actions[t])
-        if action_index >= len(candidates):
-            raise ValueError(
-                f"Stored action index {action_index} has no candidate string (only {len(candidates)} valid actions)"
-            )
+            candidates, indices = [text.executed_actions[t]], np.asarray([arrays.actions[t]])
+        position = candidate_position(indices, int(arrays.actions[t]))
+        if position is None:
+            raise ValueError(f"Stored action {int(arrays.actions[t])} is none of the step's action indices "
+                             f"{indices.tolist()} (valid actions {candidates})")
         observations, actions, rewards = segment.history_before(t, self._cfg.history_length)
         return LLMSample(
             history=[Turn(observation=o, action=a, reward=r) for o, a, r in zip(observations, actions, rewards)],
             observation=text.raw_texts[t],
             candidates=candidates,
-            visit_distribution=arrays.visit_distributions[t, :len(candidates)].copy(),
-            action_index=action_index,
+            visit_distribution=arrays.visit_distributions[t, indices].copy(),
+            action_index=position,
             advantage=advantage,
             behaviour_logprob=float(arrays.behaviour_logprobs[t]),
         )

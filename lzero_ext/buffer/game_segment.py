@@ -3,8 +3,8 @@
 Alignment convention (one index per *decision step* ``t``, no off-by-one between text and tensors):
 
 * ``observation t`` (:class:`StepObservation`): what the agent saw before acting at step ``t`` -- token ids,
-  attention mask, action mask, raw text, the valid action strings (index ``i`` of the action space means
-  ``valid_actions[i]``), timestep, to_play.
+  attention mask, action mask, raw text, the valid action strings and their action indices (discrete action
+  ``action_indices[k]`` means ``valid_actions[k]``), timestep, to_play.
 * ``decision t`` (:class:`StepDecision`): what was decided at observation ``t`` -- executed action index and string,
   MCTS visit distribution and root value, the LLM prior over ``valid_actions`` with its weights version and the
   behaviour log-prob of the executed action under that prior.
@@ -40,9 +40,21 @@ class StepObservation:
     attention_mask: np.ndarray  # [L] 1 for real tokens
     action_mask: np.ndarray  # [A] int8, 1 for legal action indices
     raw_text: str
-    valid_actions: list[str]  # candidate strings in action-index order
+    valid_actions: list[str]  # candidate strings, in the order the LLM prior scores them
     timestep: int
     to_play: int = -1
+    action_indices: np.ndarray | None = None  # [len(valid_actions)] discrete action of each; None: 0, 1, 2, ...
+
+    def __post_init__(self) -> None:
+        if self.action_indices is None:
+            self.action_indices = np.arange(len(self.valid_actions), dtype=np.int64)
+        self.action_indices = np.asarray(self.action_indices, dtype=np.int64)
+        if len(self.action_indices) != len(self.valid_actions):
+            raise ValueError(f"{len(self.action_indices)} action indices for {len(self.valid_actions)} valid actions")
+
+    def candidate_position(self, action: int) -> int | None:
+        """Position in ``valid_actions`` of discrete ``action``; None when it is none of them."""
+        return candidate_position(self.action_indices, action)
 
     @classmethod
     def from_env_obs(cls, obs: Mapping[str, Any]) -> "StepObservation":
@@ -59,6 +71,7 @@ class StepObservation:
             valid_actions=list(obs["valid_actions"]),
             timestep=int(obs["timestep"]),
             to_play=int(obs.get("to_play", -1)),
+            action_indices=obs.get("action_indices"),
         )
 
 
@@ -70,7 +83,7 @@ class StepDecision:
     executed_action: str
     visit_distribution: np.ndarray  # [A] MCTS visit counts or frequencies (normalised on storage), policy target
     root_value: float
-    prior_logprobs: np.ndarray | None = None  # [len(valid_actions)] LLM prior over the candidates
+    prior_logprobs: np.ndarray | None = None  # [len(valid_actions)] LLM prior over the candidates, in their order
     prior_version: int = -1  # weights version of the LLM that produced prior_logprobs (-1: no prior)
     behaviour_logprob: float = float("nan")  # log-prob of the executed action under the prior
 
@@ -100,6 +113,11 @@ class _SegmentText:
     valid_actions: list[list[str]]  # [n+1]
     executed_actions: list[str]  # [n]
     prior_logprobs: list[np.ndarray | None]  # [n]
+    action_indices: list[np.ndarray] | None = None  # [n+1] discrete action of each valid action; None: 0, 1, 2, ...
+
+    def __post_init__(self) -> None:
+        if self.action_indices is None:  # checkpoints written before action indices were stored
+            self.action_indices = [np.arange(len(v), dtype=np.int64) for v in self.valid_actions]
 
 
 @dataclass
@@ -201,6 +219,7 @@ class PriorZeroGameSegment:
         self.text = _SegmentText(
             raw_texts=[o.raw_text for o in obs],
             valid_actions=[list(o.valid_actions) for o in obs],
+            action_indices=[o.action_indices.copy() for o in obs],
             executed_actions=[d.executed_action for d in dec],
             prior_logprobs=[None if d.prior_logprobs is None else np.asarray(d.prior_logprobs, np.float32)
                             for d in dec],
@@ -267,6 +286,12 @@ class PriorZeroGameSegment:
                 f"visit_distribution must have shape ({self.action_space_size},), "
                 f"got {np.shape(decision.visit_distribution)}"
             )
+
+
+def candidate_position(action_indices: np.ndarray, action: int) -> int | None:
+    """Position of discrete ``action`` in a state's ``action_indices``; None when it is not among them."""
+    hits = np.flatnonzero(np.asarray(action_indices) == action)
+    return int(hits[0]) if len(hits) else None
 
 
 def _scalar_reward(reward: float | np.ndarray) -> float:

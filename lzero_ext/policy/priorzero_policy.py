@@ -268,8 +268,8 @@ class PriorZeroPolicy(Policy):
         results = self._llm_prior.score(self.prior_requests(observations, histories))
         self.act_stats.prior_seconds += time.perf_counter() - tic
         self.act_stats.prior_states += len(results)
-        for row, result in enumerate(results):
-            padded[row, :len(result.logprobs)] = result.logprobs[:num_actions]
+        for row, (obs, result) in enumerate(zip(observations, results)):
+            padded[row, obs.action_indices] = result.logprobs
         return padded, [r.logprobs for r in results], results[0].version if results else -1
 
     def act(
@@ -350,7 +350,7 @@ class PriorZeroPolicy(Policy):
         num_actions = self._cfg.model.action_space_size
         if search is None:  # llm_only: the prior itself is the policy target
             visits = np.zeros(num_actions, dtype=np.float32)
-            visits[:len(llm_logprobs)] = np.exp(llm_logprobs[:num_actions])
+            visits[obs.action_indices[:len(llm_logprobs)]] = np.exp(llm_logprobs)
             root_value = predicted = float('nan')
             llm_weight = 1.0
         else:
@@ -358,11 +358,11 @@ class PriorZeroPolicy(Policy):
             root_value = float(search.output.root_value[row])
             predicted = float(search.output.predicted_value[row])
             llm_weight = float(search.llm_weight[row])
-        candidates = obs.valid_actions
-        behaviour = float(llm_logprobs[action]) if action < len(llm_logprobs) else float('nan')
+        position = obs.candidate_position(action)
+        behaviour = float(llm_logprobs[position]) if position is not None and len(llm_logprobs) else float('nan')
         decision = StepDecision(
             action=action,
-            executed_action=candidates[action] if action < len(candidates) else '',
+            executed_action=obs.valid_actions[position] if position is not None else '',
             visit_distribution=np.asarray(visits, dtype=np.float32),
             root_value=root_value,
             prior_logprobs=llm_logprobs if len(llm_logprobs) else None,

@@ -20,7 +20,7 @@ def test_env_episode_windows_keep_text_and_actions_aligned():
         chosen_strings, done = [], False
         while not done:
             action = int(rng.choice(np.flatnonzero(obs['action_mask'])))
-            chosen_strings.append(obs['valid_actions'][action])
+            chosen_strings.append(obs['valid_actions'][list(obs['action_indices']).index(action)])
             visits = np.zeros(ACTIONS)
             visits[action] = 3.0
             timestep = env.step(action)

@@ -30,7 +30,7 @@ def test_two_envs_step_through_an_env_manager(manager_cls, tiny_tokenizer_path):
         episode_returns, executed = [], []
         for _ in range(12):
             obs = manager.ready_obs
-            actions = {env_id: len(o["valid_actions"]) - 1 for env_id, o in obs.items()}
+            actions = {env_id: int(o["action_indices"][-1]) for env_id, o in obs.items()}
             for env_id, timestep in manager.step(actions).items():
                 executed.append(timestep.info["executed_action"])
                 if timestep.done:

@@ -72,7 +72,7 @@ STEP_TIMEOUT_S = 60
 
 # Sizes for a run that learns on our default game on a CPU in minutes, and grows to a GPU run by overrides.
 _FULL = dict(
-    env=dict(max_steps=50, action_space_size=20, max_seq_len=256, collector_env_num=4, evaluator_env_num=2,
+    env=dict(max_steps=50, action_space_size=64, max_valid_actions=20, max_seq_len=256, collector_env_num=4, evaluator_env_num=2,
              n_evaluator_episode=2, manager=dict(shared_memory=False, step_timeout=STEP_TIMEOUT_S)),
     policy=dict(
         device='auto',
@@ -92,7 +92,7 @@ _FULL = dict(
 # Observations (response + look + inventory) of our game run to 240 tokens; at 128 the inventory was cut off, so
 # "holding the shovel" and "not holding it" read the same to the world model.
 _DEBUG = dict(
-    env=dict(max_steps=30, action_space_size=12, max_seq_len=256, collector_env_num=2, evaluator_env_num=2,
+    env=dict(max_steps=30, action_space_size=32, max_valid_actions=12, max_seq_len=256, collector_env_num=2, evaluator_env_num=2,
              n_evaluator_episode=4, manager=dict(shared_memory=False, step_timeout=STEP_TIMEOUT_S)),
     policy=dict(
         device='cpu',

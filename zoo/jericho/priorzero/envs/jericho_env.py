@@ -10,8 +10,9 @@ Differences from LightZero's ``jericho`` env that the rest of PriorZero relies o
   the generic Z-machine adapter;
 * the config is strict: an unknown key fails with the nearest valid key.
 
-Discrete action ``i`` is the ``i``-th current valid action; an index past the list executes
-``fallback_action`` (logged at debug level). A ``str`` action is executed verbatim (walkthroughs, experts).
+The obs dict's ``action_indices[k]`` is the discrete action of ``valid_actions[k]`` (``action_index_mode``: a
+stable hash of the command's text by default, see ``action_indices.py``; or the list position); an index that is
+none of them executes ``fallback_action`` (logged at debug level). A ``str`` action is executed verbatim (walkthroughs, experts).
 The emulator seed comes from the config (``seed``), not from DI-engine's ``seed()`` call: text games are
 deterministic given that seed, and ``seed()`` only seeds :meth:`random_action`.
 """
@@ -29,6 +30,7 @@ from ding.utils import ENV_REGISTRY
 from easydict import EasyDict
 
 from lzero_ext.utils.config import merge_strict
+from zoo.jericho.priorzero.envs.action_indices import ACTION_INDEX_MODES, assign_action_indices
 from zoo.jericho.priorzero.envs.game_backend import (
     GameBackend, StoryInfo, clean_observation, inspect_story, open_game,
 )
@@ -74,8 +76,17 @@ class PriorZeroJerichoEnv(BaseEnv):
         game_metadata_path=None,
         # (int) episode length limit in env steps (> 0).
         max_steps=100,
-        # (int) size of the discrete action space; the valid-action list is cut to this many.
+        # (int) size of the discrete action space (the world model's action vocabulary).
         action_space_size=20,
+        # (str) how a command gets its action index. 'text_hash': a stable hash of its text modulo action_space_size
+        # (a collision inside one state moves the later command, in text order, to the next free index), so "take
+        # lamp" has the same index in every state and what the world model learns about an index carries over
+        # between states. 'list': index i is the i-th valid action in the game's order, which changes from state
+        # to state (LightZero's Jericho env).
+        action_index_mode="text_hash",
+        # (int|None) most valid actions kept per state (the first ones in the game's order); None: action_space_size
+        # for 'list', half of it for 'text_hash' (fewer commands, fewer collisions).
+        max_valid_actions=None,
         # (int) token length of the world-model observation (padded/truncated on the right).
         max_seq_len=256,
         # (str|None) HF tokenizer directory; None -> the project's tiny default model (built and cached once).
@@ -135,6 +146,8 @@ class PriorZeroJerichoEnv(BaseEnv):
         self._episode_return = 0.0
         self._raw_obs_text = ""
         self._valid_actions: list[str] = [self._cfg.fallback_action]
+        self._action_indices = assign_action_indices(self._valid_actions, self._cfg.action_space_size,
+                                                     self._cfg.action_index_mode)
         self._valid_actions_source = "fallback"
         self._num_valid_actions_total = 0
         self._episode_done = False
@@ -150,6 +163,11 @@ class PriorZeroJerichoEnv(BaseEnv):
             raise ValueError(f"env.valid_action_cache_size must be >= 0, got {cfg.valid_action_cache_size!r}")
         if cfg.object_extractor not in EXTRACTOR_MODES:
             raise ValueError(f"env.object_extractor must be one of {EXTRACTOR_MODES}, got {cfg.object_extractor!r}")
+        if cfg.action_index_mode not in ACTION_INDEX_MODES:
+            raise ValueError(f"env.action_index_mode must be one of {ACTION_INDEX_MODES}, got {cfg.action_index_mode!r}")
+        if cfg.max_valid_actions is not None and not 0 < cfg.max_valid_actions <= cfg.action_space_size:
+            raise ValueError(f"env.max_valid_actions must be None or in [1, action_space_size={cfg.action_space_size}], "
+                             f"got {cfg.max_valid_actions!r}")
         if not isinstance(cfg.fallback_action, str) or not cfg.fallback_action.strip():
             raise ValueError(f"env.fallback_action must be a non-empty command, got {cfg.fallback_action!r}")
 
@@ -215,9 +233,10 @@ class PriorZeroJerichoEnv(BaseEnv):
         if isinstance(action, str):
             return action
         index = int(np.asarray(action).reshape(-1)[0])
-        if 0 <= index < len(self._valid_actions):
-            return self._valid_actions[index]
-        logger.debug("Action index %d outside the %d valid actions; executing %r.", index,
+        position = np.flatnonzero(self._action_indices == index)
+        if len(position):
+            return self._valid_actions[int(position[0])]
+        logger.debug("Action index %d is none of the %d valid actions; executing %r.", index,
                      len(self._valid_actions), self._cfg.fallback_action)
         return self._cfg.fallback_action
 
@@ -231,7 +250,16 @@ class PriorZeroJerichoEnv(BaseEnv):
             actions, self._valid_actions_source = result.actions, result.source
         unique = list(dict.fromkeys(a.strip() for a in actions if a and a.strip()))
         self._num_valid_actions_total = len(unique)
-        self._valid_actions = unique[: self._cfg.action_space_size] or [self._cfg.fallback_action]
+        self._valid_actions = unique[: self._max_valid_actions] or [self._cfg.fallback_action]
+        self._action_indices = assign_action_indices(self._valid_actions, self._cfg.action_space_size,
+                                                     self._cfg.action_index_mode)
+
+    @property
+    def _max_valid_actions(self) -> int:
+        cfg = self._cfg
+        if cfg.max_valid_actions is not None:
+            return int(cfg.max_valid_actions)
+        return cfg.action_space_size if cfg.action_index_mode == "list" else max(1, cfg.action_space_size // 2)
 
     # ------------------------------------------------------------------ observations
     def _observation_text(self, response: str, done: bool) -> str:
@@ -263,7 +291,7 @@ class PriorZeroJerichoEnv(BaseEnv):
         attention_mask = np.zeros(length, dtype=np.int64)
         attention_mask[: len(token_ids)] = 1
         action_mask = np.zeros(self._cfg.action_space_size, dtype=np.int8)
-        action_mask[: len(self._valid_actions)] = 1
+        action_mask[self._action_indices] = 1
         return {
             "observation": observation,
             "attention_mask": attention_mask,
@@ -272,6 +300,7 @@ class PriorZeroJerichoEnv(BaseEnv):
             "timestep": self._timestep,
             "raw_obs_text": self._raw_obs_text,
             "valid_actions": list(self._valid_actions),
+            "action_indices": self._action_indices.copy(),
             "score": float(self._score),
         }
 
@@ -290,7 +319,7 @@ class PriorZeroJerichoEnv(BaseEnv):
 
     # ------------------------------------------------------------------ DI-engine extras
     def random_action(self) -> np.ndarray:
-        return np.array([self._rng.integers(len(self._valid_actions))], dtype=np.int64)
+        return np.array([self._rng.choice(self._action_indices)], dtype=np.int64)
 
     @property
     def valid_action_generator(self) -> ValidActionGenerator | None:
