@@ -6,13 +6,16 @@ Run from the repository root::
     python bench/speed.py --quick         # 4 measured iterations
     python bench/speed.py --full --device cuda --llm-path <hf dir>   # GPU-sized run
     python bench/speed.py --full --device cuda --llm-shape qwen2.5-0.5b --config-override '{"policy": {...}}'
+    python bench/speed.py ... --variants llm --config-override '{...}' --config-override '{"collect": {"backend": "async"}}'
 
 Each variant runs in its own subprocess (so peak RSS and GPU memory are its own): ``HybridTrainer`` built from
 ``get_priorzero_config``, one warm-up iteration (not counted), then N iterations of ``trainer._iteration()`` (the loop
 body of ``HybridTrainer.run``) with evaluation, checkpoints and LLM export off, in a temporary exp dir. Figures are
 medians over the measured iterations of the loop's own ``perf/*`` metrics. The limits: collection env steps/s over
 Jericho's raw step rate for the same game (``PriorZeroJerichoEnv.step`` with valid-action generation and
-look/inventory off), and on CUDA the LLM's achieved TFLOP/s over the card's dense bf16 peak.
+look/inventory off), and on CUDA the LLM's achieved TFLOP/s over the card's dense bf16 peak. Where the time goes:
+mean seconds per iteration waiting for collection, training each learner and publishing weights (means, not medians:
+the LLM trains only every ``train.llm_train_freq`` iterations; measure a multiple of it to count it fairly).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from common import device_line, resolve_game  # bench/common.py (the script's fo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("llm", "wm")
+VARIANT_LABELS = {"llm": "with LLM prior", "wm": "world-model only"}
 # (metric key in the loop's metrics, row label); medians over measured iterations where the metric was logged.
 RATE_METRICS = (
     ("perf/collect_env_steps_per_s", "collection env steps/s"),
@@ -41,6 +45,15 @@ RATE_METRICS = (
     ("perf/prior_states_per_s", "LLM prior states/s"),
     ("perf/wm_train_steps_per_s", "world-model train steps/s"),
     ("perf/llm_train_samples_per_s", "LLM train samples/s"),
+    ("perf/collect_policy_fraction", "collection time in the policy (search + prior), fraction"),
+)
+# (metric key, row label): mean seconds per measured iteration (0 where the phase did not run).
+SECONDS_METRICS = (
+    ("perf/iteration_seconds", "seconds per iteration (all)"),
+    ("perf/collect_seconds", "… collecting (async: waiting for data)"),
+    ("perf/wm_train_seconds", "… world-model training"),
+    ("perf/llm_train_seconds", "… LLM training"),
+    ("perf/sync_weights_seconds", "… publishing weights to acting copies"),
 )
 # Candidate actions are short commands ("open the mailbox"); tokens per candidate for the FLOP estimate.
 TOKENS_PER_CANDIDATE = 6
@@ -54,6 +67,7 @@ class VariantResult:
     device: str
     medians: dict[str, float | None]
     overall_env_steps_per_s: float
+    mean_seconds: dict[str, float]
     iterations: int
     wall_s: float
     peak_rss_mib: float
@@ -80,7 +94,10 @@ def build_config(args: argparse.Namespace, variant: str, exp_dir: Path):
     from lzero_ext.utils.config import deep_merge
 
     overrides: dict = dict(train=dict(eval_freq=0, save_freq=0, export_llm=False, max_iter=args.iterations + 1))
-    overrides = deep_merge(json.loads(args.config_override or "{}"), overrides)
+    user: dict = {}
+    for text in args.config_override or []:  # later overrides win
+        user = deep_merge(user, json.loads(text))
+    overrides = deep_merge(user, overrides)
     if variant == "wm":
         overrides = deep_merge(overrides, dict(policy=dict(llm=dict(enable=False), root_prior=dict(mode="wm"))))
     return get_priorzero_config(env_id=args.game, seed=args.seed, exp_name=str(exp_dir), llm_path=args.llm_path,
@@ -149,6 +166,7 @@ def run_variant(args: argparse.Namespace, variant: str) -> VariantResult:
             rows, start, steps_before = [], time.perf_counter(), trainer.collector.envstep
             for _ in range(args.iterations):
                 rows.append(trainer._iteration())  # noqa: SLF001 - the loop body of HybridTrainer.run
+                _progress(variant, rows[-1], trainer.collector.envstep - steps_before, time.perf_counter() - start)
             wall = time.perf_counter() - start
             env_steps = trainer.collector.envstep - steps_before
             params, tokens = llm_size(trainer, cfg)
@@ -158,9 +176,27 @@ def run_variant(args: argparse.Namespace, variant: str) -> VariantResult:
     for key, _ in RATE_METRICS:
         values = [row[key] for row in rows if key in row]
         medians[key] = statistics.median(values) if values else None
+    seconds = {key: sum(row.get(key, 0.0) for row in rows) / len(rows) for key, _ in SECONDS_METRICS}
     gpu = torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else None
-    return VariantResult(variant, args.device, medians, env_steps / wall, len(rows), wall, peak_rss_mib(), gpu,
-                         params, tokens)
+    notes = []
+    staleness = [row["async/staleness"] for row in rows if "async/staleness" in row]
+    if staleness:
+        notes.append(f"async collection: mean staleness {statistics.mean(staleness):.2f} publishes, "
+                     f"{rows[-1].get('async/dropped_stale_chunks', 0):.0f} stale chunks dropped"
+                     + ("; peak GPU memory is the learner process's (an acting worker process has its own)"
+                        if args.device == "cuda" else ""))
+    llm_updates = sum(1 for row in rows if "perf/llm_train_seconds" in row)
+    notes.append(f"{llm_updates} of {len(rows)} measured iterations ran an LLM update")
+    return VariantResult(variant, args.device, medians, env_steps / wall, seconds, len(rows), wall, peak_rss_mib(),
+                         gpu, params, tokens, notes)
+
+
+def _progress(variant: str, row: dict[str, float], env_steps: int, elapsed: float) -> None:
+    """One line per measured iteration on stderr, so a run cut off by a time limit still shows its figures."""
+    shown = {label: row.get(key) for key, label in (*RATE_METRICS, *SECONDS_METRICS)}
+    text = ", ".join(f"{label.lstrip('… ')} {value:.3g}" for label, value in shown.items() if value is not None)
+    print(f"[speed {variant}] {env_steps} env steps in {elapsed:.1f} s ({env_steps / elapsed:.2f}/s): {text}",
+          file=sys.stderr, flush=True)
 
 
 def run_variant_subprocess(args: argparse.Namespace, variant: str) -> VariantResult:
@@ -200,25 +236,25 @@ def _tflops(result: VariantResult, rate: float | None, flops_per_token_param: in
 
 
 def table_rows(results: dict[str, VariantResult], raw_rate: float, peak_tflops: float) -> list[tuple[str, ...]]:
-    llm, wm = results["llm"], results["wm"]
+    ordered = list(results.values())
     rows: list[tuple[str, ...]] = []
     for key, label in RATE_METRICS:
-        a, b = llm.medians[key], wm.medians[key]
+        values = [r.medians[key] for r in ordered]
         limit = "—"
         if key == "perf/collect_env_steps_per_s":
-            limit = f"raw step {raw_rate:,.0f}/s: {_fmt(a and a / raw_rate * 100, 2)}% / {_fmt(b and b / raw_rate * 100, 2)}%"
-        elif key == "perf/prior_states_per_s":
-            tf = _tflops(llm, a, 2)
-            limit = "n/a (CPU)" if llm.device != "cuda" else f"{_fmt(tf)} TFLOP/s = {_fmt(tf and tf / peak_tflops * 100)}% of {peak_tflops:g}¹"
-        elif key == "perf/llm_train_samples_per_s":
-            tf = _tflops(llm, a, 6)
-            limit = "n/a (CPU)" if llm.device != "cuda" else f"{_fmt(tf)} TFLOP/s = {_fmt(tf and tf / peak_tflops * 100)}% of {peak_tflops:g}¹²"
-        rows.append((label, _fmt(a), _fmt(b), limit))
-    rows.append(("overall env steps/s (collect + train)", _fmt(llm.overall_env_steps_per_s, 2),
-                 _fmt(wm.overall_env_steps_per_s, 2), "—"))
-    rows.append(("peak CPU RSS MiB (self + children)", _fmt(llm.peak_rss_mib, 0), _fmt(wm.peak_rss_mib, 0), "—"))
-    rows.append(("peak GPU memory MiB", _fmt(llm.peak_gpu_mib, 0), _fmt(wm.peak_gpu_mib, 0), "—"))
-    rows.append(("measured iterations / wall s", f"{llm.iterations} / {llm.wall_s:.0f}", f"{wm.iterations} / {wm.wall_s:.0f}", "—"))
+            limit = f"raw step {raw_rate:,.0f}/s: " + " / ".join(f"{_fmt(v and v / raw_rate * 100, 2)}%" for v in values)
+        elif key in ("perf/prior_states_per_s", "perf/llm_train_samples_per_s") and "llm" in results:
+            llm = results["llm"]
+            factor, mark = (2, "¹") if key == "perf/prior_states_per_s" else (6, "¹²")
+            tf = _tflops(llm, llm.medians[key], factor)
+            limit = "n/a (CPU)" if llm.device != "cuda" else f"{_fmt(tf)} TFLOP/s = {_fmt(tf and tf / peak_tflops * 100)}% of {peak_tflops:g}{mark}"
+        rows.append((label, *(_fmt(v, 2 if key.endswith("fraction") else 1) for v in values), limit))
+    rows.append(("overall env steps/s (collect + train)", *(_fmt(r.overall_env_steps_per_s, 2) for r in ordered), "—"))
+    for key, label in SECONDS_METRICS:
+        rows.append((label, *(_fmt(r.mean_seconds.get(key), 2) for r in ordered), "mean"))
+    rows.append(("peak CPU RSS MiB (self + children)", *(_fmt(r.peak_rss_mib, 0) for r in ordered), "—"))
+    rows.append(("peak GPU memory MiB", *(_fmt(r.peak_gpu_mib, 0) for r in ordered), "—"))
+    rows.append(("measured iterations / wall s", *(f"{r.iterations} / {r.wall_s:.0f}" for r in ordered), "—"))
     return rows
 
 
@@ -226,7 +262,7 @@ def print_report(args: argparse.Namespace, results: dict[str, VariantResult], ra
     import torch
     import transformers
 
-    llm = results["llm"]
+    llm = results.get("llm")
     print(f"Command: `{args.command.strip()}`  ")
     print(f"Device: {device}  ")
     print(f"Versions: python {platform.python_version()}, torch {torch.__version__}, "
@@ -234,17 +270,21 @@ def print_report(args: argparse.Namespace, results: dict[str, VariantResult], ra
     print(f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ")
     print(f"Config: {'full' if args.full else 'debug'} preset, game {args.game}, LLM {args.llm_path or 'tiny default'}, "
           f"{args.iterations} measured iterations after 1 warm-up, medians\n")
-    print("| metric | with LLM prior | world-model only | limit / fraction |")
-    print("|---|---:|---:|---|")
+    print("| metric | " + " | ".join(VARIANT_LABELS[v] for v in results) + " | limit / fraction |")
+    print("|---|" + "---:|" * len(results) + "---|")
     for row in table_rows(results, raw_rate, args.peak_tflops):
         print("| " + " | ".join(row) + " |")
-    if llm.llm_non_embedding_params is not None:
+    for result in results.values():
+        for note in result.notes:
+            print(f"\n{VARIANT_LABELS[result.variant]}: {note}.  ", end="")
+    print()
+    if llm is not None and llm.llm_non_embedding_params is not None:
         print(f"\n¹ Estimated: 2 × {llm.llm_non_embedding_params / 1e6:.1f}M non-embedding params × "
               f"{llm.tokens_per_state} tokens per state (the config's prompt budget max_prompt_tokens plus "
               f"action_space_size × {TOKENS_PER_CANDIDATE} candidate tokens; an upper bound, real prompts are often "
               "shorter) × states/s, over the card's dense bf16 peak (`--peak-tflops`).  ")
         print("² Training counts 6 × params × tokens per sample (forward + backward), same token estimate.  ")
-    print("Fractions for the raw step rate are with LLM prior / world-model only. n/a: not measured in this run "
+    print("Fractions for the raw step rate are per column, in order. n/a: not measured in this run "
           "(no such phase, or CPU).")
 
 
@@ -262,8 +302,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--llm-path", default=None, help="local HF model dir (default: the tiny default LLM)")
     parser.add_argument("--llm-shape", default=None, choices=["qwen2.5-0.5b", "qwen2.5-1.5b"],
                         help="random-initialised LLM of this shape with the tiny tokenizer (built once in $TMPDIR)")
-    parser.add_argument("--config-override", default=None,
-                        help="JSON dict merged (strictly) into main_config, as the entry's --config-override")
+    parser.add_argument("--config-override", action="append", default=None,
+                        help="JSON dict merged (strictly) into main_config, as the entry's --config-override; "
+                             "repeatable, later ones win")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated variants to run: llm (with the LLM prior), wm (world-model only)")
     parser.add_argument("--quick", action="store_true", help="4 measured iterations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="card's dense bf16 peak (H100 SXM: 989)")
@@ -275,6 +318,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.iterations = 4
     if args.iterations < 1:
         parser.error("--iterations must be >= 1")
+    args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not args.variant_list or any(v not in VARIANTS for v in args.variant_list):
+        parser.error(f"--variants: a comma-separated subset of {','.join(VARIANTS)}, got {args.variants!r}")
     return args
 
 
@@ -294,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         result = run_variant(args, args._variant)
         Path(args._out).write_text(json.dumps(asdict(result)))
         return
-    results = {variant: run_variant_subprocess(args, variant) for variant in VARIANTS}
+    results = {variant: run_variant_subprocess(args, variant) for variant in args.variant_list}
     from zoo.jericho.priorzero.priorzero_config import get_priorzero_config
 
     cfg, _ = get_priorzero_config(env_id=args.game, llm_path=args.llm_path, debug=not args.full, device="cpu")

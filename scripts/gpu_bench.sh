@@ -8,6 +8,16 @@
 #   bash scripts/gpu_bench.sh --prepare-games    # copies detective.z5 and zork1.z5 into .cache/gpu_games (ignored)
 # There, from the repository root, with those four .cache folders next to the tree:
 #   bash scripts/gpu_bench.sh [all|speed|learning]     # all (default) is cut to fit 10 minutes; one phase: 9.5
+#   bash scripts/gpu_bench.sh compare [NAME[:SECONDS[:ITERS]] ...]  # the speed anchor, LLM variant only, once per
+#       named setting (default: new async baseline), each run killed (process group) after SECONDS (default 180):
+#       speed_NAME.log each (its table at the end), compare.md with the main rates. Names:
+#         new       the defaults (world-model training in bf16 autocast + TF32 + fused AdamW, length-bucketed encoder)
+#         baseline  the learner as before issue 7: fp32, no TF32, unfused AdamW, one encoder chunk
+#         async     new + collect.backend=async (acting worker process, collection overlaps training)
+#         thread    new + async with async_worker=thread (acting copy in a thread of the learner process)
+#         subproc   new + env.manager.type=subprocess (each env steps in its own process)
+#         thread_subproc  thread + subproc (a worker process cannot start env processes: it is daemonic)
+#       ITERS, else SPEED_ITERS (default 5: one LLM update, train.llm_train_freq), sets the measured iterations.
 #
 # speed: bench/speed.py on detective at LightZero's Jericho UniZero anchor sizes (docs: ../shared/docs/gpu-notes.md):
 #   50 simulations, batch 64, 512-token observations, a MiniLM-sized text encoder (384 wide, 6 layers, 12 heads),
@@ -26,7 +36,7 @@ if [ "$PHASE" = "--prepare-games" ]; then
   mkdir -p "$GAMES_DIR" && cp "$src/detective.z5" "$src/zork1.z5" "$GAMES_DIR/" && ls -la "$GAMES_DIR"
   exit $?
 fi
-case "$PHASE" in all|speed|learning) ;; *) echo "usage: $0 [all|speed|learning|--prepare-games]" >&2; exit 2;; esac
+case "$PHASE" in all|speed|learning|compare) ;; *) echo "usage: $0 [all|speed|learning|compare [NAME[:S]...]|--prepare-games]" >&2; exit 2;; esac
 for dir in .cache/gpu_jericho .cache/gpu_site .cache/gpu_whl312; do
   [ -d "$dir" ] || { echo "missing $dir: run scripts/prepare_gpu_bundle.sh on the CPU machine and bring .cache along" >&2; exit 1; }
 done
@@ -52,19 +62,87 @@ SPEED_GAME=detective.z5
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
+ANCHOR='{"env": {"collector_env_num": 16, "max_seq_len": 512},
+         "policy": {"mcts": {"num_simulations": 50}, "learn": {"batch_size": 64},
+                    "model": {"embed_dim": 768, "num_layers": 2, "num_heads": 24,
+                              "encoder": {"hidden_dim": 384, "num_layers": 6, "num_heads": 12}},
+                    "collect": {"collector": {"n_steps": 64}}},
+         "train": {"wm_updates_per_iter": 16}}'
+# Measured iterations: 5 = one LLM update (train.llm_train_freq 5), so both learners count in the overall rate.
+SPEED_ITERS="${SPEED_ITERS:-5}"
+
 if [ "$PHASE" = all ] || [ "$PHASE" = speed ]; then
-  ANCHOR='{"env": {"collector_env_num": 16, "max_seq_len": 512},
-           "policy": {"mcts": {"num_simulations": 50}, "learn": {"batch_size": 64},
-                      "model": {"embed_dim": 768, "num_layers": 2, "num_heads": 24,
-                                "encoder": {"hidden_dim": 384, "num_layers": 6, "num_heads": 12}},
-                      "collect": {"collector": {"n_steps": 64}}},
-           "train": {"wm_updates_per_iter": 16}}'
   echo "[gpu_bench] speed on $SPEED_GAME (log: $OUT/speed.log)"
-  timeout $SPEED_S python3 bench/speed.py --full --device cuda --game "$SPEED_GAME" --iterations 4 \
+  timeout $SPEED_S python3 bench/speed.py --full --device cuda --game "$SPEED_GAME" --iterations "$SPEED_ITERS" \
       --llm-shape qwen2.5-0.5b --config-override "$ANCHOR" > "$OUT/speed.log" 2>&1
   echo "[gpu_bench] speed exit $?"
   sed -n '/^Command:/,$p' "$OUT/speed.log" > "$OUT/speed.md"
   cat "$OUT/speed.md"
+fi
+
+# Run "$@" in its own process group; after $1 seconds end the whole group (acting worker, env processes too, so
+# nothing of a cut-off run keeps using the GPU while the next one is measured).
+run_limited() {
+  local limit=$1 waited=0 pid; shift
+  setsid "$@" & pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$waited" -ge "$limit" ]; then
+      echo "[gpu_bench] time limit ${limit}s: ending process group $pid"
+      kill -TERM -- "-$pid" 2>/dev/null; sleep 5; kill -KILL -- "-$pid" 2>/dev/null; break
+    fi
+    sleep 1; waited=$((waited + 1))
+  done
+  wait "$pid"
+}
+
+setting_override() {
+  local new_learner='{}'
+  local old_learner='{"policy": {"learn": {"wm": {"mixed_precision": "none", "tf32": false, "fused_adamw": false}},
+                                 "model": {"encoder": {"length_buckets": 1}}}}'
+  local async='{"collect": {"backend": "async"}}'
+  local thread='{"collect": {"backend": "async", "async_worker": "thread"}}'
+  local subproc='{"env": {"manager": {"type": "subprocess", "context": "spawn"}}}'
+  case "$1" in
+    new) echo "$new_learner";; baseline) echo "$old_learner";; async) echo "$async";; thread) echo "$thread";;
+    subproc) echo "$subproc";;
+    thread_subproc) echo '{"collect": {"backend": "async", "async_worker": "thread"}, "env": {"manager": {"type": "subprocess", "context": "spawn"}}}';;
+    *) return 1;;
+  esac
+}
+
+if [ "$PHASE" = compare ]; then
+  shift
+  [ $# -gt 0 ] || set -- new async baseline
+  echo "| setting | overall env steps/s | collect env steps/s | WM train steps/s | s/iter collect / WM / LLM | peak GPU MiB |" > "$OUT/compare.md"
+  echo "|---|---:|---:|---:|---|---:|" >> "$OUT/compare.md"
+  for spec in "$@"; do
+    IFS=: read -r name limit iters <<< "$spec"; limit="${limit:-180}"; iters="${iters:-$SPEED_ITERS}"
+    override=$(setting_override "$name") || { echo "[gpu_bench] unknown setting $name" >&2; continue; }
+    echo "[gpu_bench] compare $name (limit ${limit}s, log: $OUT/speed_$name.log)"
+    tic=$SECONDS
+    run_limited "$limit" python3 bench/speed.py --full --device cuda --game "$SPEED_GAME" --iterations "$iters" \
+        --variants llm --llm-shape qwen2.5-0.5b --config-override "$ANCHOR" --config-override "$override" \
+        > "$OUT/speed_$name.log" 2>&1
+    echo "[gpu_bench] compare $name exit $? after $((SECONDS - tic)) s"
+    grep '^\[speed ' "$OUT/speed_$name.log" | tail -n "$iters"
+    sed -n '/^Command:/,$p' "$OUT/speed_$name.log"
+    python3 - "$name" "$OUT/speed_$name.log" >> "$OUT/compare.md" <<'PY'
+import sys
+name, path = sys.argv[1], sys.argv[2]
+rows = {}
+for line in open(path, errors="replace"):
+    if not line.startswith("| "):
+        continue
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) >= 2:
+        rows[cells[0]] = cells[1]
+get = lambda key: rows.get(key, "n/a")
+seconds = " / ".join(get(k) for k in ("… collecting (async: waiting for data)", "… world-model training", "… LLM training"))
+print(f"| {name} | {get('overall env steps/s (collect + train)')} | {get('collection env steps/s')} | "
+      f"{get('world-model train steps/s')} | {seconds} | {get('peak GPU memory MiB')} |")
+PY
+  done
+  cat "$OUT/compare.md"
 fi
 
 if [ "$PHASE" = all ] || [ "$PHASE" = learning ]; then

@@ -54,7 +54,10 @@ TRAIN_ALIASES = {"wm/total_loss": "train/wm_total_loss", "llm/sft_loss": "train/
 def architecture_fingerprint(cfg: EasyDict) -> str:
     """Hash of what decides tensor shapes; resuming with a different one is refused."""
     policy = cfg.policy
-    return config_fingerprint(dict(model={k: v for k, v in policy.model.items() if k != 'device'},
+    model = {k: v for k, v in policy.model.items() if k != 'device'}
+    if 'encoder' in model:  # how a batch is chunked decides no shape (and old checkpoints lack the key)
+        model['encoder'] = {k: v for k, v in model['encoder'].items() if k != 'length_buckets'}
+    return config_fingerprint(dict(model=model,
                                    llm_model=policy.llm.prior.model_path, use_lora=policy.llm.trainer.use_lora,
                                    llm_enabled=policy.llm.enable))
 
@@ -159,6 +162,7 @@ class HybridTrainer:
 
     def _iteration(self) -> dict[str, float]:
         it = self.iteration
+        start = time.perf_counter()
         metrics: dict[str, float] = {}
         if self.schedule.evaluate(it):
             self._evaluate()  # logged at the current env step by _evaluate itself
@@ -185,6 +189,7 @@ class HybridTrainer:
             metrics['counters/env_steps_all_ranks'] = self.dist.sum(self.collector.envstep)
         metrics['counters/iteration'] = float(self.iteration)
         metrics['llm/weights_version'] = float(self.policy.weights_version)
+        metrics['perf/iteration_seconds'] = time.perf_counter() - start  # evaluation included, logging not
         self.metrics.log(metrics, self.collector.envstep)
         return metrics
 
@@ -196,16 +201,20 @@ class HybridTrainer:
             self.policy.after_training_burst()
             self.wm_updates += len(steps)
             metrics.update(_mean_metrics(steps))
-            metrics['perf/wm_train_steps_per_s'] = len(steps) / (time.perf_counter() - tic)
+            metrics['perf/wm_train_seconds'] = time.perf_counter() - tic
+            metrics['perf/wm_train_steps_per_s'] = len(steps) / metrics['perf/wm_train_seconds']
         if self.cfg.policy.llm.enable and self.cfg.policy.llm.train and plan.train_llm:
             tic = time.perf_counter()
             steps = [self.policy.train_llm(self.buffer) for _ in range(plan.llm_updates)]
             self.llm_updates += len(steps)
             metrics.update(_mean_metrics(steps))
             samples = sum(s.get('llm/samples', 0.0) for s in steps)
-            metrics['perf/llm_train_samples_per_s'] = samples / (time.perf_counter() - tic)
+            metrics['perf/llm_train_seconds'] = time.perf_counter() - tic
+            metrics['perf/llm_train_samples_per_s'] = samples / metrics['perf/llm_train_seconds']
         if metrics:  # weights changed: acting copies (async / Ray backends) get them
+            tic = time.perf_counter()
             self.collector.sync_weights()
+            metrics['perf/sync_weights_seconds'] = time.perf_counter() - tic
         for source, alias in TRAIN_ALIASES.items():
             if source in metrics:
                 metrics[alias] = metrics[source]

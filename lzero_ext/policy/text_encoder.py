@@ -5,6 +5,12 @@ path and keeps it frozen. PriorZero's default must run without any download, so 
 token + position embeddings, a few pre-norm transformer layers, a masked mean-pool and a projection to the world
 model's ``embed_dim``. The output goes through SimNorm, as in UniZero's representation networks, so the latent
 lives on the same product of simplices that the world model's next-latent head predicts.
+
+Cost: every row is computed on its own (attention and pooling are masked per row), so a large batch can be split
+by length without changing the result beyond rounding: with ``length_buckets`` > 1, a batch of at least
+``2 * MIN_BUCKET_ROWS`` rows is sorted by observation length and encoded in chunks, each trimmed to its own longest
+row. Text-game observations vary a lot in length (detective: about 190 tokens on average, some cut at 512), so
+the training batch (batch x unroll steps rows) does far less padding work; small batches (search) are one chunk.
 """
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ from lzero.model.common import SimNorm
 from lzero_ext.utils.config import merge_strict
 
 logger = logging.getLogger(__name__)
+
+MIN_BUCKET_ROWS = 32  # fewest rows in a length bucket: smaller chunks cost more in kernel launches than they save
 
 
 class TextObservationEncoder(nn.Module):
@@ -48,6 +56,8 @@ class TextObservationEncoder(nn.Module):
         embed_dim=256,
         # (int) SimNorm group size of the output (must divide embed_dim), as UniZero's encoders use.
         group_size=8,
+        # (int) Large batches are encoded in up to this many chunks of similar length (less padding); 1 = one chunk.
+        length_buckets=4,
     )
 
     @classmethod
@@ -97,11 +107,26 @@ class TextObservationEncoder(nn.Module):
         if empty_rows.any():
             valid = valid.clone()
             valid[empty_rows, 0] = True
-        # Drop trailing columns that are padding in every row: exact (pads are masked out of attention and pooling)
-        # and it makes the cost follow the longest real observation rather than the padded length.
-        seq_len = int(valid.any(dim=0).nonzero().max()) + 1
-        token_ids, valid = token_ids[:, :seq_len], valid[:, :seq_len]
-        positions = torch.arange(seq_len, device=token_ids.device)
+        buckets = min(int(self.cfg.length_buckets), token_ids.shape[0] // MIN_BUCKET_ROWS)
+        if buckets <= 1:
+            # Drop trailing columns that are padding in every row: exact (pads are masked out of attention and
+            # pooling) and it makes the cost follow the longest real observation rather than the padded length.
+            seq_len = int(valid.any(dim=0).nonzero().max()) + 1
+            return self._encode(token_ids[:, :seq_len], valid[:, :seq_len])
+        # Row length = last non-padding position + 1; sort by it, encode equal-count chunks, restore the order.
+        lengths = (valid * torch.arange(1, seq_len + 1, device=valid.device)).amax(dim=1)
+        order = torch.argsort(lengths)
+        bounds = [round(i * len(order) / buckets) for i in range(buckets + 1)]
+        chunk_lengths = lengths[order][[b - 1 for b in bounds[1:]]].tolist()
+        outputs = []
+        for start, end, length in zip(bounds[:-1], bounds[1:], chunk_lengths):
+            rows = order[start:end]
+            outputs.append(self._encode(token_ids[rows, :length], valid[rows, :length]))
+        return torch.cat(outputs)[torch.argsort(order)]
+
+    def _encode(self, token_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Latents of one chunk: ``valid`` marks real tokens and has at least one per row."""
+        positions = torch.arange(token_ids.shape[1], device=token_ids.device)
         hidden = self.token_embedding(token_ids) + self.position_embedding(positions)[None]
         if self.layers is not None:
             hidden = self.layers(hidden, src_key_padding_mask=~valid)
@@ -120,3 +145,5 @@ def _validate_encoder_config(cfg: EasyDict) -> None:
         raise ValueError(f"text_encoder.pad_token_id={cfg.pad_token_id} must lie in [0, vocab_size={cfg.vocab_size})")
     if cfg.max_seq_len <= 0 or cfg.vocab_size <= 0:
         raise ValueError("text_encoder.max_seq_len and vocab_size must be positive")
+    if cfg.length_buckets < 1:
+        raise ValueError(f"text_encoder.length_buckets must be >= 1, got {cfg.length_buckets}")

@@ -48,11 +48,13 @@ def make_env_manager(cfg: EasyDict, create_cfg: EasyDict, role: str, env_indices
     """The seeded env manager of ``role`` ('collector' or 'evaluator') for the main config.
 
     ``env_indices`` keeps only those collector envs (a Ray actor's slice); env ``i`` is seeded ``seed + i`` either way.
+    The manager type is ``create_config.env_manager.type`` unless ``env.manager.type`` (main config) names one, e.g.
+    ``'subprocess'``: then that config override alone switches it (every env steps in its own process).
     """
     from ding.envs import create_env_manager, get_env_cls, get_env_manager_cls
 
     env_cls = get_env_cls(create_cfg.env)
-    manager_type = create_cfg.env_manager.type
+    manager_type = (cfg.env.manager or {}).get('type') or create_cfg.env_manager.type
     manager_cfg = get_env_manager_cls(EasyDict(type=manager_type)).default_config()
     manager_cfg.update(cfg.env.manager or {})
     manager_cfg.type = manager_type

@@ -18,6 +18,7 @@ picks the implementation:
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import logging
 import threading
@@ -225,28 +226,39 @@ class AsyncCollectionBackend:
         self._worker.close()
 
     # ------------------------------------------------------------------ thread side
+    def _stream(self) -> contextlib.AbstractContextManager:
+        """A thread worker on CUDA acts on its own stream: on the learner's (default) stream its small search
+        kernels would queue behind the training kernels, and every read-back would wait for a whole update."""
+        if isinstance(self._worker, LocalActingWorker) and torch.cuda.is_available() and torch.cuda.is_initialized():
+            return torch.cuda.stream(torch.cuda.Stream())
+        return contextlib.nullcontext()
+
     def _run(self) -> None:
         try:
-            while True:
-                with self._cond:
-                    tic = time.perf_counter()
-                    while not self._stop and len(self._ready) >= self.cfg.max_staleness:
-                        self._cond.wait()
-                    self._blocked_seconds += time.perf_counter() - tic
-                    if self._stop:
-                        return
-                    pending, self._pending = self._pending, None
-                    version, train_iter = self._published, self._train_iter
-                if pending is not None:
-                    self._worker.load(pending)
-                chunk = _Chunk(acted=self._worker.collect(train_iter), version=version)
-                with self._cond:
-                    self._ready.append(chunk)
-                    self._cond.notify_all()
+            with self._stream():
+                self._loop()
         except BaseException as error:  # noqa: BLE001 - handed to the loop's thread, which raises it
             logger.exception("async collector thread failed")
             with self._cond:
                 self._error = error
+                self._cond.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                tic = time.perf_counter()
+                while not self._stop and len(self._ready) >= self.cfg.max_staleness:
+                    self._cond.wait()
+                self._blocked_seconds += time.perf_counter() - tic
+                if self._stop:
+                    return
+                pending, self._pending = self._pending, None
+                version, train_iter = self._published, self._train_iter
+            if pending is not None:
+                self._worker.load(pending)
+            chunk = _Chunk(acted=self._worker.collect(train_iter), version=version)
+            with self._cond:
+                self._ready.append(chunk)
                 self._cond.notify_all()
 
 
