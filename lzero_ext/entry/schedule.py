@@ -143,6 +143,11 @@ class TrainSchedule:
     def _llm_phase(self, updates: int) -> IterationPlan:
         return IterationPlan(phase="llm", collect=bool(self.cfg.llm_phase_collect), wm_updates=0, llm_updates=updates)
 
+    def total_updates(self) -> tuple[int, int]:
+        """(world-model, LLM) updates over the whole run, so learning-rate schedules can end with it."""
+        plans = [self.plan(i) for i in range(self.cfg.max_iter)]
+        return sum(p.wm_updates for p in plans), sum(p.llm_updates for p in plans)
+
     def train_world_model(self, iteration: int) -> bool:
         return self.plan(iteration).train_world_model
 

@@ -37,13 +37,13 @@ from lzero_ext.llm.fused_ops import fuse_norms_and_mlp
 from lzero_ext.llm.scoring import SCORING_MODES, resolve_scoring_mode, score_candidates
 from lzero_ext.llm.types import LLMSample
 from lzero_ext.utils.config import merge_strict
+from lzero_ext.utils.lr_schedule import check_schedule, lr_factor
 
 if TYPE_CHECKING:
     from lzero_ext.llm.prior import LLMPrior
 
 logger = logging.getLogger(__name__)
 
-LR_SCHEDULES = ("constant", "cosine", "linear")
 _LOG_RATIO_CLAMP = 20.0  # PPO ratio: exp of at most e^20, so a stale behaviour log-prob cannot give inf
 _KL_LOG_RATIO_CLAMP = 10.0
 
@@ -153,8 +153,7 @@ class LLMTrainer:
     # ------------------------------------------------------------------ setup
     def _validate_config(self) -> None:
         cfg = self.cfg
-        if cfg.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"llm_trainer.lr_schedule must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}")
+        check_schedule(cfg.lr_schedule, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio, "llm_trainer")
         if cfg.scoring_mode not in ("auto",) + SCORING_MODES:
             raise ValueError(
                 f"llm_trainer.scoring_mode must be 'auto' or one of {SCORING_MODES}, got {cfg.scoring_mode!r}"
@@ -187,14 +186,7 @@ class LLMTrainer:
 
     def _lr_factor(self, step: int) -> float:
         cfg = self.cfg
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.lr_schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
-        if cfg.lr_schedule == "cosine":
-            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0 - (1 - cfg.min_lr_ratio) * progress
+        return lr_factor(step, cfg.lr_schedule, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio)
 
     def attach_prior(self, prior: "LLMPrior") -> None:
         """Keep ``prior`` in sync: it gets this trainer's weights and version now and after every optimiser step."""

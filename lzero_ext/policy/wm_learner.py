@@ -34,6 +34,7 @@ from easydict import EasyDict
 from lzero_ext.buffer.game_buffer import AdvantageRequest, BootstrapRequest, WorldModelBatch
 from lzero_ext.utils.value_transform import scalar_to_categorical, support_logits_to_scalar
 from lzero_ext.utils.config import merge_strict
+from lzero_ext.utils.lr_schedule import check_schedule, lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,14 @@ class WorldModelLearner:
     config = dict(
         # (float) AdamW learning rate (UniZero default 1e-4).
         learning_rate=1e-4,
+        # (str) 'constant' (UniZero), 'cosine' or 'linear' decay after warm-up, down to min_lr_ratio * learning_rate.
+        lr_schedule='constant',
+        # (int) Optimiser steps of linear warm-up.
+        warmup_steps=0,
+        # (int) Optimiser steps over which the schedule decays (the presets derive it from the run's length).
+        total_steps=100000,
+        # (float) Final learning rate as a fraction of learning_rate.
+        min_lr_ratio=0.1,
         # (float) AdamW weight decay for >=2-D weights; biases and norms get none.
         weight_decay=1e-4,
         # (list) AdamW betas (UniZero uses nanoGPT's (0.9, 0.95)).
@@ -85,6 +94,8 @@ class WorldModelLearner:
         if self.cfg.target_update_type not in ('momentum', 'hard'):
             raise ValueError(f"wm_learner.target_update_type must be 'momentum' or 'hard', "
                              f"got {self.cfg.target_update_type!r}")
+        check_schedule(self.cfg.lr_schedule, self.cfg.warmup_steps, self.cfg.total_steps, self.cfg.min_lr_ratio,
+                       "wm_learner")
         if self.cfg.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"wm_learner.mixed_precision must be one of {MIXED_PRECISION}, "
                              f"got {self.cfg.mixed_precision!r}")
@@ -103,6 +114,10 @@ class WorldModelLearner:
         for p in self.target_model.parameters():
             p.requires_grad_(False)
         self.optimizer = _build_adamw(model.world_model, self.cfg, fused=self._fused)
+        cfg = self.cfg
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, cfg.lr_schedule, cfg.warmup_steps, cfg.total_steps,
+                                                   cfg.min_lr_ratio))
         self.train_steps = 0
         self.skipped_updates = 0
         # (callable | None) Data parallelism: averages gradients over ranks, (params, ok) -> all ranks ok
@@ -152,7 +167,9 @@ class WorldModelLearner:
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return self._skip(f"non-finite gradient norm {grad_norm.item()}", synced=True)
+        lr = self.optimizer.param_groups[0]['lr']  # the rate this step used
         self.optimizer.step()
+        self.scheduler.step()
         self.train_steps += 1
         self._update_target()
         policy = gpt_batch['target_policy'][gpt_batch['mask_padding']]
@@ -167,7 +184,7 @@ class WorldModelLearner:
             'wm/target_policy_entropy': target_entropy.item(),
             'wm/latent_l2_norm': parts['latent_state_l2_norms'].item(),
             'wm/grad_norm': grad_norm.item(),
-            'wm/lr': self.optimizer.param_groups[0]['lr'],
+            'wm/lr': lr,
             'wm/target_value_mean': float(batch.target_values[batch.mask_padding].mean()),
             'wm/skipped_updates': float(self.skipped_updates),
         }
@@ -287,6 +304,7 @@ class WorldModelLearner:
             model=self.model.state_dict(),
             target_model=self.target_model.state_dict(),
             optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
             train_steps=self.train_steps,
             skipped_updates=self.skipped_updates,
         )
@@ -301,6 +319,11 @@ class WorldModelLearner:
                 group['foreach'] = None
         self.train_steps = int(state['train_steps'])
         self.skipped_updates = int(state['skipped_updates'])
+        if 'scheduler' in state:
+            self.scheduler.load_state_dict(state['scheduler'])
+        else:  # a checkpoint from before the schedule existed: continue the schedule at its optimiser step
+            self.scheduler.last_epoch = self.train_steps - 1
+            self.scheduler.step()
 
 
 def _build_adamw(module: nn.Module, cfg: EasyDict, fused: bool = False) -> torch.optim.AdamW:

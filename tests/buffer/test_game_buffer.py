@@ -185,3 +185,34 @@ def test_state_dict_round_trip_restores_contents_and_rng():
     np.testing.assert_array_equal(a.target_values, b.target_values)
     assert a.observation_texts == b.observation_texts
     assert [s.observation for s in buffer.sample_llm_batch(5)] == [s.observation for s in restored.sample_llm_batch(5)]
+
+
+def test_llm_samples_map_action_indices_back_to_candidate_positions():
+    """With text-hash action indices, candidate k is discrete action action_indices[k], not k."""
+    num_actions, permutation = 16, np.array([9, 2, 14, 5])
+    builder = SegmentBuilder(num_actions, segment_length=8, pad_length=UNROLL + TD, history_length=3)
+
+    def obs(step):
+        o = observation(step)
+        o.action_mask = np.zeros(num_actions, dtype=np.int8)
+        o.action_mask[permutation] = 1
+        o.action_indices = permutation
+        return o
+
+    def dec(step):
+        d = decision(step)
+        visits = np.zeros(num_actions, dtype=np.float32)
+        visits[permutation] = d.visit_distribution
+        d.action, d.visit_distribution = int(permutation[action_of(step)]), visits
+        return d
+
+    segments = builder.reset(obs(0))
+    for step in range(20):
+        segments += builder.append(dec(step), reward_of(step), obs(step + 1), step == 19)
+    buffer = make_buffer(action_space_size=num_actions)
+    buffer.push_game_segments(segments)
+    for sample in buffer.sample_llm_batch(10):
+        step = int(sample.observation.split()[-1])
+        assert sample.candidates[sample.action_index] == f"ep0 s{step} act{action_of(step)}"
+        assert int(np.argmax(sample.visit_distribution)) == sample.action_index
+        assert sample.visit_distribution.sum() == pytest.approx(1.0)

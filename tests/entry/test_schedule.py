@@ -61,3 +61,14 @@ def test_invalid_values_are_clear_errors(cfg, message):
 def test_unknown_key_names_the_nearest_valid_one():
     with pytest.raises(KeyError, match="llm_phase_collect"):
         TrainSchedule(dict(llm_phase_colect=False))
+
+
+@pytest.mark.parametrize("cfg, expected", [
+    (dict(max_iter=10, wm_train_freq=2, wm_updates_per_iter=3, llm_train_freq=5, llm_updates_per_iter=2), (15, 4)),
+    (dict(max_iter=12, mode="alternating", alternate_every=3, wm_updates_per_iter=4, llm_updates_per_iter=1), (24, 6)),
+])
+def test_total_updates_sum_the_plan_over_the_run(cfg, expected):
+    schedule = TrainSchedule(cfg)
+    assert schedule.total_updates() == expected
+    plans = [schedule.plan(i) for i in range(cfg["max_iter"])]
+    assert expected == (sum(p.wm_updates for p in plans), sum(p.llm_updates for p in plans))

@@ -39,6 +39,8 @@ def test_batched_prior_equals_per_env_priors(trainer):
         assert single_version == version
     legal = np.stack([o.action_mask.astype(bool) for o in observations])
     assert np.isneginf(batched[~legal]).all()
+    for row, (obs, logprobs) in enumerate(zip(observations, lists)):  # candidate k sits at its action index
+        np.testing.assert_allclose(batched[row, obs.action_indices], logprobs, atol=1e-6)
     np.testing.assert_allclose(np.exp(batched).sum(axis=1), 1.0, atol=1e-5)
 
 

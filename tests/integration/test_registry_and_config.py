@@ -31,6 +31,15 @@ def test_unknown_config_key_names_the_nearest_valid_key():
         get_priorzero_debug_config(overrides={"policy": {"mcts": {"num_simulation": 3}}})
 
 
+def test_learning_rate_schedules_span_the_run_unless_set():
+    cfg, _ = get_priorzero_debug_config(overrides={"train": {"max_iter": 30, "wm_updates_per_iter": 4,
+                                                             "llm_train_freq": 3}})
+    assert cfg.policy.learn.wm.total_steps == 30 * 4
+    assert cfg.policy.llm.trainer.total_steps == 10
+    cfg, _ = get_priorzero_debug_config(overrides={"policy": {"learn": {"wm": {"total_steps": 7}}}})
+    assert cfg.policy.learn.wm.total_steps == 7
+
+
 def test_derived_key_that_contradicts_its_source_is_refused():
     with pytest.raises(ValueError, match="policy.model.action_space_size"):
         get_priorzero_debug_config(overrides={"policy": {"model": {"action_space_size": 99}}})

@@ -187,3 +187,23 @@ def test_train_step_leaves_the_model_in_its_previous_mode():
     model = build_world_model(tiny_model_config()).eval()
     WorldModelLearner(model).train_step(tiny_batch())
     assert not model.training
+
+
+def test_learning_rate_schedule_decays_and_resumes_from_a_checkpoint():
+    from lzero_ext.policy.wm_learner import WorldModelLearner
+
+    cfg = dict(learning_rate=1e-3, lr_schedule="linear", total_steps=4, min_lr_ratio=0.25)
+    learner = WorldModelLearner(build_world_model(tiny_model_config()), cfg)
+    batch = tiny_batch()
+    rates = [learner.train_step(batch)["wm/lr"] for _ in range(3)]
+    assert rates == pytest.approx([1e-3, 1e-3 * 0.8125, 1e-3 * 0.625])
+    state = learner.state_dict()
+    resumed = WorldModelLearner(build_world_model(tiny_model_config()), cfg)
+    resumed.load_state_dict(state)
+    old = dict(state, scheduler=None)
+    del old["scheduler"]  # a checkpoint written before the schedule existed continues at its step too
+    legacy = WorldModelLearner(build_world_model(tiny_model_config()), cfg)
+    legacy.load_state_dict(old)
+    for other in (resumed, legacy):
+        assert other.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.4375)
+    assert learner.train_step(batch)["wm/lr"] == pytest.approx(1e-3 * 0.4375)

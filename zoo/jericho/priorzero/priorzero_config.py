@@ -14,6 +14,7 @@ that disagrees with its source raises ``ValueError`` saying where to set it.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Mapping
 
@@ -104,6 +105,8 @@ _DEBUG = dict(
                  trainer=dict(device='cpu', lr=3e-4, micro_batch_size=8, lr_schedule='constant', kl_coef=0.01)),
         learn=dict(batch_size=16, llm_batch_size=8, wm=dict(learning_rate=1e-3)),
         collect=dict(collector=dict(n_steps=32, segment_length=12)),
+        # Greedy evaluation (most visited action) can loop in a deterministic game; also report the sampled policy.
+        eval=dict(evaluator=dict(extra_temperatures=[0.5])),
         other=dict(replay_buffer=dict(num_unroll_steps=5, td_steps=5)),
     ),
     train=dict(max_iter=120, wm_train_freq=1, llm_train_freq=1, wm_updates_per_iter=8, llm_updates_per_iter=1,
@@ -140,21 +143,38 @@ def _derive(cfg: EasyDict, user: Mapping[str, Any]) -> EasyDict:
         derived[('policy', 'llm', 'trainer', key)] = policy.llm.prior[key]
     for path, value in derived.items():
         _set_derived(cfg, user, path, value)
+    # Learning-rate schedules span the run unless the user sets their length.
+    wm_updates, llm_updates = TrainSchedule(cfg.train).total_updates()
+    run_lengths = {
+        ('policy', 'learn', 'wm', 'total_steps'): wm_updates,
+        ('policy', 'llm', 'trainer', 'total_steps'): math.ceil(llm_updates / policy.llm.trainer.grad_accum),
+    }
+    for path, steps in run_lengths.items():
+        if not _user_sets(user, path):
+            _parent(cfg, path)[path[-1]] = max(1, steps)
     return cfg
 
 
-def _set_derived(cfg: EasyDict, user: Mapping[str, Any], path: tuple[str, ...], value: Any) -> None:
-    node, given = cfg, user
+def _parent(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     for key in path[:-1]:
-        node = node[key]
-        given = given.get(key, {}) if isinstance(given, Mapping) else {}
+        tree = tree.get(key, {}) if isinstance(tree, Mapping) else {}
+    return tree
+
+
+def _user_sets(user: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    parent = _parent(user, path)
+    return isinstance(parent, Mapping) and path[-1] in parent
+
+
+def _set_derived(cfg: EasyDict, user: Mapping[str, Any], path: tuple[str, ...], value: Any) -> None:
     leaf = path[-1]
-    if isinstance(given, Mapping) and leaf in given and given[leaf] != value:
+    if _user_sets(user, path) and _parent(user, path)[leaf] != value:
         raise ValueError(
-            f"{'.'.join(path)}={given[leaf]!r} contradicts the value derived from the rest of the config ({value!r}); "
-            f"it is computed by get_priorzero_config, set its source instead (see _derive in priorzero_config.py)"
+            f"{'.'.join(path)}={_parent(user, path)[leaf]!r} contradicts the value derived from the rest of the config "
+            f"({value!r}); it is computed by get_priorzero_config, set its source instead (see _derive in "
+            f"priorzero_config.py)"
         )
-    node[leaf] = value
+    _parent(cfg, path)[leaf] = value
 
 
 def get_priorzero_config(
