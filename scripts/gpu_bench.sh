@@ -16,7 +16,9 @@
 #         async     new + collect.backend=async (acting worker process, collection overlaps training)
 #         thread    new + async with async_worker=thread (acting copy in a thread of the learner process)
 #         subproc   new + env.manager.type=subprocess (each env steps in its own process)
-#         thread_subproc  thread + subproc (a worker process cannot start env processes: it is daemonic)
+#         thread_subproc  thread + subproc
+#         process_subproc async + subproc (the acting worker process starts the 16 env processes: collection off the
+#                   learner's GIL and envs stepped in parallel)
 #       ITERS, else SPEED_ITERS (default 5: one LLM update, train.llm_train_freq), sets the measured iterations.
 #
 # speed: bench/speed.py on detective at LightZero's Jericho UniZero anchor sizes (docs: ../shared/docs/gpu-notes.md):
@@ -106,6 +108,7 @@ setting_override() {
     new) echo "$new_learner";; baseline) echo "$old_learner";; async) echo "$async";; thread) echo "$thread";;
     subproc) echo "$subproc";;
     thread_subproc) echo '{"collect": {"backend": "async", "async_worker": "thread"}, "env": {"manager": {"type": "subprocess", "context": "spawn"}}}';;
+    process_subproc) echo '{"collect": {"backend": "async", "async_worker": "process"}, "env": {"manager": {"type": "subprocess", "context": "spawn"}}}';;
     *) return 1;;
   esac
 }

@@ -8,9 +8,15 @@ acting runs in the thread itself and competes with the learner for the GIL.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.util
+import os
 import signal
+import threading
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,9 +107,56 @@ class LocalActingWorker:
         self.collector.close()
 
 
+# Exit code of an acting worker process ended by SIGTERM or by its parent's death (after ending its own children).
+_TERMINATED_EXIT_CODE = 143
+_ENDING = threading.Lock()  # the SIGTERM handler and the parent watch thread: whichever comes first ends the process
+
+
+def _end_children_and_exit(timeout: float = 5.0) -> None:
+    """Child process: end this process's multiprocessing children (the ``subprocess`` env manager's env processes),
+    then exit at once. Valid-action workers (``subprocess.Popen`` children of the envs) exit when their stdin
+    closes, i.e. with the process that started them."""
+    _ENDING.acquire()  # the other caller, if any, waits here until this one exits the process
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + timeout
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()
+            child.join(1.0)
+    os._exit(_TERMINATED_EXIT_CODE)
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    _end_children_and_exit()
+
+
+def _watch_parent() -> None:
+    """Child process: a daemon thread that ends this process (and its children) when the parent dies without
+    closing it (e.g. SIGKILL), so no acting worker or env process outlives the learner."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        _end_children_and_exit()
+
+    threading.Thread(target=watch, name='priorzero-parent-watch', daemon=True).start()
+
+
 def _serve(conn: Any, cfg: EasyDict, create_cfg: EasyDict, torch_threads: int | None) -> None:
     """Child process: build the local worker, then answer (method, argument) requests until 'close'."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (Ctrl-C reaches the group)
+    # SIG_IGN is inherited by the env processes this process starts (fork or spawn): Ctrl-C reaches the whole
+    # process group, and the learner alone decides when to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)  # ProcessActingWorker's forced stop: end the env processes too
+    # Env processes forked from here (DI-engine's default context) must die on SIGTERM at once, as by default: the env
+    # manager and env_recovery end hung ones with it, and a Python handler would wait for the hung C code to return.
+    os.register_at_fork(after_in_child=partial(signal.signal, signal.SIGTERM, signal.SIG_DFL))
+    _watch_parent()
     import torch
 
     if torch_threads is not None:
@@ -120,25 +173,58 @@ def _serve(conn: Any, cfg: EasyDict, create_cfg: EasyDict, torch_threads: int | 
                 return
             conn.send(('ok', getattr(worker, method)(argument)))
     except EOFError:  # the parent is gone
-        if worker is not None:
-            worker.close()
+        pass
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
-        conn.send(('error', traceback.format_exc()))
-        if worker is not None:
-            worker.close()
+        with contextlib.suppress(OSError):  # the parent may be gone
+            conn.send(('error', traceback.format_exc()))
+    if worker is not None:
+        worker.close()
+
+
+def _stop_process(process: Any, timeout: float) -> None:
+    """Parent side: end ``process`` (SIGTERM: it ends its env processes, then exits; SIGKILL after ``timeout``)
+    and join it. Idempotent; a ``multiprocessing.util.Finalize`` callback, so it holds no reference to the worker."""
+    if process.exitcode is None:
+        process.terminate()
+        process.join(timeout)
+        if process.exitcode is None:
+            logger.warning("the acting worker process did not end in %.0f s after SIGTERM; killing it", timeout)
+            process.kill()
+    process.join()
 
 
 class ProcessActingWorker:
-    """The same worker in a spawned child process (own envs, own policy copy, own torch threads)."""
+    """The same worker in a spawned child process (own envs, own policy copy, own torch threads).
 
-    def __init__(self, cfg: EasyDict, create_cfg: EasyDict, torch_threads: int | None = None) -> None:
+    The process is not daemonic: a daemonic process may not start children, and ``env.manager.type='subprocess'``
+    runs every env in one. Its lifetime is bound to the learner's instead: :meth:`close` asks it to close its envs
+    and joins it (SIGTERM, then SIGKILL, if it does not exit in time); a ``multiprocessing`` finalizer ends it when
+    the worker is garbage-collected or at interpreter exit (before ``multiprocessing`` joins non-daemonic children,
+    so an unclosed worker cannot hang the exit); a failed start ends it before raising; and a thread in the child
+    ends it (and its env processes) when the learner dies without any of these (SIGKILL). The child ignores SIGINT
+    (so do the env processes it starts): Ctrl-C is the learner's to handle, which then closes the worker.
+    """
+
+    def __init__(self, cfg: EasyDict, create_cfg: EasyDict, torch_threads: int | None = None,
+                 stop_timeout_s: float = 10.0) -> None:
         context = multiprocessing.get_context('spawn')  # no fork of a process holding torch threads
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, args=(child, cfg, create_cfg, torch_threads),
-                                        name='priorzero-acting-worker', daemon=True)
+                                        name='priorzero-acting-worker', daemon=False)
         self._process.start()
         child.close()
-        self._reply()  # raises if building the envs or the policy failed
+        self._stop = multiprocessing.util.Finalize(self, _stop_process, args=(self._process, stop_timeout_s),
+                                                   exitpriority=10)
+        try:
+            self._reply()  # raises if building the envs or the policy failed
+        except BaseException:
+            self._stop()
+            self._conn.close()
+            raise
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
 
     def _reply(self) -> Any:
         try:
@@ -160,19 +246,24 @@ class ProcessActingWorker:
         return self._call('collect', train_iter)
 
     def kill(self) -> None:
-        """End the child at once (when the thread that talks to it does not stop)."""
-        self._process.kill()
-        self._process.join(5)
+        """End the child now (when the thread that talks to it does not stop). The pipe stays open: that thread
+        may still be reading it; it gets EOF."""
+        self._stop()
 
     def close(self, timeout: float = 60.0) -> None:
-        if self._process.is_alive():
-            try:
-                self._call('close')
-            except (RuntimeError, OSError) as error:
-                logger.warning("closing the acting worker process: %s", error)
-            self._process.join(timeout)
+        """Ask the child to close its envs and exit; end it if it does not within ``timeout`` s. Idempotent."""
+        if self._conn.closed:
+            return
+        try:
             if self._process.is_alive():
-                logger.warning("the acting worker process did not exit in %.0f s; terminating it", timeout)
-                self._process.terminate()
-                self._process.join(5)
-        self._conn.close()
+                self._conn.send(('close', None))
+                if self._conn.poll(timeout):
+                    self._reply()
+                else:
+                    logger.warning("the acting worker process did not close in %.0f s; ending it", timeout)
+                self._process.join(timeout)
+        except (RuntimeError, OSError) as error:
+            logger.warning("closing the acting worker process: %s", error)
+        finally:
+            self._stop()
+            self._conn.close()

@@ -9,8 +9,9 @@ picks the implementation:
 * ``async``: :class:`AsyncCollectionBackend`, the same collector with its own acting-only policy copy, refreshed by
   ``sync_weights``, driven by a background thread: collection of the next chunk overlaps with learning on the
   previous one. ``async_worker='process'`` (default) runs the copy and its envs in a child process
-  (:mod:`lzero_ext.worker.acting_worker`); ``'thread'`` runs them in the thread (measured slower on a 2-core CPU:
-  the search and the learner contend for the GIL). Data staleness is bounded by ``max_staleness`` (see the class).
+  (:mod:`lzero_ext.worker.acting_worker`; with ``env.manager.type='subprocess'`` that process starts one process per
+  env); ``'thread'`` runs them in the thread (measured slower on a 2-core CPU: the search and the learner contend
+  for the GIL). Data staleness is bounded by ``max_staleness`` (see the class).
   Not deterministic: timing decides which weights a chunk is collected with.
 * ``ray``: :class:`~lzero_ext.worker.ray_collector.RayCollectionBackend`, collector actors on a Ray cluster
   (optional dependency, ``collect.ray`` holds its settings).
@@ -47,7 +48,8 @@ config = dict(
     # when the loop consumes it; 1 = collect the next chunk while the learner trains on the current one. Chunks
     # that became staler (e.g. during LLM phases without collection) are dropped, not trained on.
     max_staleness=1,
-    # (str) async: where the acting copy runs: 'process' (a spawned child process, own core) or 'thread'.
+    # (str) async: where the acting copy runs: 'process' (a spawned child process, own core; it may start the env
+    # processes of env.manager.type='subprocess') or 'thread'.
     async_worker='process',
     # (int | None) torch intra-op threads of the learner process (every backend) and of the async acting worker
     # process; None leaves torch's default. 1 is fastest for the small debug models on a 2-core machine.
@@ -218,7 +220,7 @@ class AsyncCollectionBackend:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=self.cfg.stop_timeout_s)
-            if self._thread.is_alive():  # it still uses the worker: only a process can be ended safely
+            if self._thread.is_alive():  # it still uses the worker: only a process (and its env processes) can be ended
                 logger.warning("the async collector thread did not stop within %.0f s", self.cfg.stop_timeout_s)
                 if isinstance(self._worker, ProcessActingWorker):
                     self._worker.kill()
