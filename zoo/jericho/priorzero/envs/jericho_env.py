@@ -12,7 +12,8 @@ Differences from LightZero's ``jericho`` env that the rest of PriorZero relies o
 
 The obs dict's ``action_indices[k]`` is the discrete action of ``valid_actions[k]`` (``action_index_mode``: a
 stable hash of the command's text by default, see ``action_indices.py``; or the list position); an index that is
-none of them executes ``fallback_action`` (logged at debug level). A ``str`` action is executed verbatim (walkthroughs, experts).
+none of them executes ``fallback_action`` (logged at debug level). A ``str`` action is executed verbatim
+(walkthroughs, experts).
 The emulator seed comes from the config (``seed``), not from DI-engine's ``seed()`` call: text games are
 deterministic given that seed, and ``seed()`` only seeds :meth:`random_action`.
 """
@@ -164,10 +165,11 @@ class PriorZeroJerichoEnv(BaseEnv):
         if cfg.object_extractor not in EXTRACTOR_MODES:
             raise ValueError(f"env.object_extractor must be one of {EXTRACTOR_MODES}, got {cfg.object_extractor!r}")
         if cfg.action_index_mode not in ACTION_INDEX_MODES:
-            raise ValueError(f"env.action_index_mode must be one of {ACTION_INDEX_MODES}, got {cfg.action_index_mode!r}")
+            raise ValueError(f"env.action_index_mode must be one of {ACTION_INDEX_MODES}, "
+                             f"got {cfg.action_index_mode!r}")
         if cfg.max_valid_actions is not None and not 0 < cfg.max_valid_actions <= cfg.action_space_size:
-            raise ValueError(f"env.max_valid_actions must be None or in [1, action_space_size={cfg.action_space_size}], "
-                             f"got {cfg.max_valid_actions!r}")
+            raise ValueError(f"env.max_valid_actions must be None or in [1, action_space_size="
+                             f"{cfg.action_space_size}], got {cfg.max_valid_actions!r}")
         if not isinstance(cfg.fallback_action, str) or not cfg.fallback_action.strip():
             raise ValueError(f"env.fallback_action must be a non-empty command, got {cfg.fallback_action!r}")
 
