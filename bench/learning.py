@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python bench/learning.py --quick                  # CPU, < 15 min: our game, 1 seed, 480 env steps (see --quick)
+    python bench/learning.py --quick                  # CPU, < 15 min: our game, 1 seed, 960 env steps (see --quick)
     python bench/learning.py --device cuda --full     # GPU: 3 games x 3 seeds, full preset, 20k env steps each
     python bench/learning.py --games default detective.z5 --seeds 0 1 --env-steps 2000 --eval-every 400
 
@@ -53,7 +53,7 @@ STYLES = {"priorzero": ("-", "o"), "priorzero_frozen": ("--", "s"), "unizero": (
 LABELS = {"priorzero": "PriorZero", "priorzero_frozen": "PriorZero, LLM frozen", "unizero": "LightZero UniZero",
           "random": "random valid action"}
 SCALAR_REWARD_ENV = "priorzero_jericho_scalar_reward"  # our env with 0-d rewards, for LightZero's buffer
-QUICK = dict(games=["default"], seeds=[0], env_steps=480, eval_every=160)
+QUICK = dict(games=["default"], seeds=[0], env_steps=960, eval_every=320)
 FULL = dict(games=["default", "detective.z5", "zork1.z5"], seeds=[0, 1, 2], env_steps=20000, eval_every=2000)
 
 
@@ -179,9 +179,10 @@ def unizero_configs(args: argparse.Namespace, exp_name: str, encoder_dir: str):
     model, buffer = policy.model, policy.other.replay_buffer
     replay_ratio = train.wm_updates_per_iter / (policy.collect.collector.n_steps * train.wm_train_freq)
     env_num = max(env.collector_env_num, env.evaluator_env_num)
-    env_keys = ("game_path", "max_steps", "action_space_size", "max_seq_len", "generate_valid_actions",
-                "valid_action_timeout_s", "object_extractor", "include_valid_actions_in_obs_text", "look_and_inventory",
-                "seed", "fallback_action", "collector_env_num", "evaluator_env_num", "n_evaluator_episode")
+    env_keys = ("game_path", "max_steps", "action_space_size", "action_index_mode", "max_valid_actions", "max_seq_len",
+                "generate_valid_actions", "valid_action_timeout_s", "object_extractor",
+                "include_valid_actions_in_obs_text", "look_and_inventory", "seed", "fallback_action",
+                "collector_env_num", "evaluator_env_num", "n_evaluator_episode")
     main = dict(
         exp_name=exp_name,
         env=dict({k: env[k] for k in env_keys}, tokenizer_path=encoder_dir if args.unizero_encoder else env.tokenizer_path,
@@ -384,7 +385,8 @@ def write_summary(args: argparse.Namespace, runs, failures, games: list[str], me
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
         f"Protocol: {'full' if args.full else 'debug'} preset, {args.env_steps:,} env steps per run, greedy evaluation "
         f"of {cfg.env.n_evaluator_episode} episodes of at most {cfg.env.max_steps} steps at 0, every "
-        f"{args.eval_every:,} env steps and at the end; {cfg.env.action_space_size} valid actions at most; seeds "
+        f"{args.eval_every:,} env steps and at the end; {cfg.env.max_valid_actions or cfg.env.action_space_size} valid "
+        f"actions at most, {cfg.env.action_space_size} action indices ({cfg.env.action_index_mode}); seeds "
         f"{' '.join(map(str, args.seeds))}  ",
         "Threshold: " + ", ".join(f"{game_label(g)} {'n/a' if v is None else f'{v:.2f}'}" for g, v in limits.items())
         + (" (given)" if args.threshold is not None else " (the random agent's mean evaluation return)") + "\n",
@@ -434,7 +436,7 @@ def plot(runs, games: list[str], methods: list[str], path: Path) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="CPU check in < 15 min: our game only, seed 0, 480 env steps, evaluation every 160")
+                        help="CPU check in < 15 min: our game only, seed 0, 960 env steps, evaluation every 320")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--debug", dest="full", action="store_false", help="PriorZero's debug preset (default)")
     size.add_argument("--full", dest="full", action="store_true",
