@@ -322,8 +322,10 @@ class WorldModelLearner:
         if 'scheduler' in state:
             self.scheduler.load_state_dict(state['scheduler'])
         else:  # a checkpoint from before the schedule existed: continue the schedule at its optimiser step
-            self.scheduler.last_epoch = self.train_steps - 1
-            self.scheduler.step()
+            self.scheduler.last_epoch = self.train_steps
+            factor = self.scheduler.lr_lambdas[0](self.train_steps)
+            for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+                group['lr'] = base_lr * factor
 
 
 def _build_adamw(module: nn.Module, cfg: EasyDict, fused: bool = False) -> torch.optim.AdamW:

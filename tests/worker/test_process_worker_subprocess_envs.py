@@ -91,7 +91,10 @@ def test_process_worker_runs_subprocess_envs_counts_steps_and_leaves_no_process(
 
 # The learner without close(): it prints its acting tree, then sleeps until a signal arrives.
 LEARNER = """
-import json, os, sys, time
+import json, os, signal, sys, time
+# A job started in the background by a non-interactive shell (as CI may run the suite) inherits SIGINT ignored;
+# restore Python's default so Ctrl-C reaches this learner as it does in a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from lzero_ext.entry.hybrid_loop import HybridTrainer
 from tests.worker.test_process_worker_subprocess_envs import _config, _tree
 if __name__ == '__main__':
