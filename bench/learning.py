@@ -377,6 +377,8 @@ def summary_rows(runs, games: list[str], methods: list[str], failures: dict, lim
 def write_summary(args: argparse.Namespace, runs, failures, games: list[str], methods: list[str]) -> str:
     import torch
 
+    from zoo.jericho.priorzero.envs.action_indices import max_candidates
+
     limits = thresholds(runs, games, args.threshold)
     cfg, _ = priorzero_config(args, games[0], 0, str(Path(args.out) / "unused"))
     lines = [
@@ -385,7 +387,8 @@ def write_summary(args: argparse.Namespace, runs, failures, games: list[str], me
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
         f"Protocol: {'full' if args.full else 'debug'} preset, {args.env_steps:,} env steps per run, greedy evaluation "
         f"of {cfg.env.n_evaluator_episode} episodes of at most {cfg.env.max_steps} steps at 0, every "
-        f"{args.eval_every:,} env steps and at the end; {cfg.env.max_valid_actions or cfg.env.action_space_size} valid "
+        f"{args.eval_every:,} env steps and at the end; "
+        f"{max_candidates(cfg.env.action_space_size, cfg.env.action_index_mode, cfg.env.max_valid_actions)} valid "
         f"actions at most, {cfg.env.action_space_size} action indices ({cfg.env.action_index_mode}); seeds "
         f"{' '.join(map(str, args.seeds))}  ",
         "Threshold: " + ", ".join(f"{game_label(g)} {'n/a' if v is None else f'{v:.2f}'}" for g, v in limits.items())

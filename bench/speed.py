@@ -135,12 +135,15 @@ def ensure_shaped_llm(shape: str) -> str:
 # ---------------------------------------------------------------------------------------------- one variant
 def llm_size(trainer, cfg) -> tuple[int | None, int | None]:
     """Non-embedding parameters of the prior's LLM and the estimated tokens one prior state costs."""
+    from zoo.jericho.priorzero.envs.action_indices import max_candidates
+
     prior = trainer.policy.llm_prior
     if prior is None or not hasattr(prior, "model"):
         return None, None
     embedding = prior.model.get_input_embeddings().weight
     params = sum(p.numel() for p in prior.model.parameters() if p is not embedding)
-    tokens = int(cfg.policy.llm.prior.max_prompt_tokens) + int(cfg.env.action_space_size) * TOKENS_PER_CANDIDATE
+    candidates = max_candidates(cfg.env.action_space_size, cfg.env.action_index_mode, cfg.env.max_valid_actions)
+    tokens = int(cfg.policy.llm.prior.max_prompt_tokens) + candidates * TOKENS_PER_CANDIDATE
     return params, tokens
 
 
@@ -281,7 +284,7 @@ def print_report(args: argparse.Namespace, results: dict[str, VariantResult], ra
     if llm is not None and llm.llm_non_embedding_params is not None:
         print(f"\n¹ Estimated: 2 × {llm.llm_non_embedding_params / 1e6:.1f}M non-embedding params × "
               f"{llm.tokens_per_state} tokens per state (the config's prompt budget max_prompt_tokens plus "
-              f"action_space_size × {TOKENS_PER_CANDIDATE} candidate tokens; an upper bound, real prompts are often "
+              f"the most valid actions kept × {TOKENS_PER_CANDIDATE} candidate tokens; an upper bound, real prompts are often "
               "shorter) × states/s, over the card's dense bf16 peak (`--peak-tflops`).  ")
         print("² Training counts 6 × params × tokens per sample (forward + backward), same token estimate.  ")
     print("Fractions for the raw step rate are per column, in order. n/a: not measured in this run "

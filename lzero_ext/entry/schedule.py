@@ -145,8 +145,11 @@ class TrainSchedule:
 
     def total_updates(self) -> tuple[int, int]:
         """(world-model, LLM) updates over the whole run, so learning-rate schedules can end with it."""
-        plans = [self.plan(i) for i in range(self.cfg.max_iter)]
-        return sum(p.wm_updates for p in plans), sum(p.llm_updates for p in plans)
+        wm = llm = 0
+        for iteration in range(self.cfg.max_iter):
+            plan = self.plan(iteration)
+            wm, llm = wm + plan.wm_updates, llm + plan.llm_updates
+        return wm, llm
 
     def train_world_model(self, iteration: int) -> bool:
         return self.plan(iteration).train_world_model

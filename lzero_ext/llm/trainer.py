@@ -37,7 +37,7 @@ from lzero_ext.llm.fused_ops import fuse_norms_and_mlp
 from lzero_ext.llm.scoring import SCORING_MODES, resolve_scoring_mode, score_candidates
 from lzero_ext.llm.types import LLMSample
 from lzero_ext.utils.config import merge_strict
-from lzero_ext.utils.lr_schedule import check_schedule, lr_factor
+from lzero_ext.utils.lr_schedule import build_scheduler, check_schedule
 
 if TYPE_CHECKING:
     from lzero_ext.llm.prior import LLMPrior
@@ -141,7 +141,7 @@ class LLMTrainer:
         self.optimizer = torch.optim.AdamW(
             parameters, lr=self.cfg.lr, betas=tuple(self.cfg.adam_betas), weight_decay=self.cfg.weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg, "llm_trainer")
         self.step = 0
         self.version = 0
         self._accumulated_calls = 0
@@ -183,10 +183,6 @@ class LLMTrainer:
         reference = copy.deepcopy(self.model).eval()
         reference.requires_grad_(False)
         return reference
-
-    def _lr_factor(self, step: int) -> float:
-        cfg = self.cfg
-        return lr_factor(step, cfg.lr_schedule, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio)
 
     def attach_prior(self, prior: "LLMPrior") -> None:
         """Keep ``prior`` in sync: it gets this trainer's weights and version now and after every optimiser step."""

@@ -34,7 +34,7 @@ from easydict import EasyDict
 from lzero_ext.buffer.game_buffer import AdvantageRequest, BootstrapRequest, WorldModelBatch
 from lzero_ext.utils.value_transform import scalar_to_categorical, support_logits_to_scalar
 from lzero_ext.utils.config import merge_strict
-from lzero_ext.utils.lr_schedule import check_schedule, lr_factor
+from lzero_ext.utils.lr_schedule import build_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,6 @@ class WorldModelLearner:
         if self.cfg.target_update_type not in ('momentum', 'hard'):
             raise ValueError(f"wm_learner.target_update_type must be 'momentum' or 'hard', "
                              f"got {self.cfg.target_update_type!r}")
-        check_schedule(self.cfg.lr_schedule, self.cfg.warmup_steps, self.cfg.total_steps, self.cfg.min_lr_ratio,
-                       "wm_learner")
         if self.cfg.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"wm_learner.mixed_precision must be one of {MIXED_PRECISION}, "
                              f"got {self.cfg.mixed_precision!r}")
@@ -114,10 +112,7 @@ class WorldModelLearner:
         for p in self.target_model.parameters():
             p.requires_grad_(False)
         self.optimizer = _build_adamw(model.world_model, self.cfg, fused=self._fused)
-        cfg = self.cfg
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, cfg.lr_schedule, cfg.warmup_steps, cfg.total_steps,
-                                                   cfg.min_lr_ratio))
+        self.scheduler = build_scheduler(self.optimizer, self.cfg, "wm_learner")
         self.train_steps = 0
         self.skipped_updates = 0
         # (callable | None) Data parallelism: averages gradients over ranks, (params, ok) -> all ranks ok

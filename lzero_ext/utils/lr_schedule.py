@@ -6,6 +6,9 @@ much as the first, so the final evaluation lands wherever the last few updates l
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
+
+import torch
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
@@ -29,3 +32,12 @@ def check_schedule(schedule: str, warmup_steps: int, total_steps: int, min_lr_ra
     if warmup_steps < 0 or total_steps < 1 or not 0.0 <= min_lr_ratio <= 1.0:
         raise ValueError(f"{where}: need warmup_steps >= 0, total_steps >= 1 and 0 <= min_lr_ratio <= 1, got "
                          f"{warmup_steps}, {total_steps}, {min_lr_ratio}")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], where: str
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    """The checked schedule of a learner config (keys ``lr_schedule``, ``warmup_steps``, ``total_steps``,
+    ``min_lr_ratio``) over ``optimizer``; ``where`` names the config in errors."""
+    keys = (cfg["lr_schedule"], cfg["warmup_steps"], cfg["total_steps"], cfg["min_lr_ratio"])
+    check_schedule(*keys, where)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, *keys))

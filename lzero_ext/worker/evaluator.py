@@ -136,10 +136,11 @@ class PriorZeroEvaluator:
         dropped_in_a_row: dict[int, int] = {}
         started = min(n_episode, self._env.env_num)
         active = set(range(started))  # env ids whose current episode counts
+        # Passed only when asked for, so policies without a temperature keyword (DI-engine test stubs) keep working.
+        extra = {} if temperature is None else {'temperature': temperature}
         while active:
             ready = self._env.ready_obs
             env_ids = sorted(e for e in ready if e in active)
-            extra = {} if temperature is None else {'temperature': temperature}
             outputs = self._policy.forward({e: ready[e] for e in env_ids},
                                            histories={e: histories.get(e, []) for e in env_ids}, eval_mode=mode,
                                            **extra)

@@ -73,8 +73,8 @@ STEP_TIMEOUT_S = 60
 
 # Sizes for a run that learns on our default game on a CPU in minutes, and grows to a GPU run by overrides.
 _FULL = dict(
-    env=dict(max_steps=50, action_space_size=64, max_valid_actions=20, max_seq_len=256, collector_env_num=4, evaluator_env_num=2,
-             n_evaluator_episode=2, manager=dict(shared_memory=False, step_timeout=STEP_TIMEOUT_S)),
+    env=dict(max_steps=50, action_space_size=64, max_valid_actions=20, max_seq_len=256, collector_env_num=4,
+             evaluator_env_num=2, n_evaluator_episode=2, manager=dict(shared_memory=False, step_timeout=STEP_TIMEOUT_S)),
     policy=dict(
         device='auto',
         model=dict(embed_dim=256, num_layers=2, num_heads=8, num_unroll_steps=10, infer_context_length=4),
@@ -93,8 +93,8 @@ _FULL = dict(
 # Observations (response + look + inventory) of our game run to 240 tokens; at 128 the inventory was cut off, so
 # "holding the shovel" and "not holding it" read the same to the world model.
 _DEBUG = dict(
-    env=dict(max_steps=30, action_space_size=32, max_valid_actions=12, max_seq_len=256, collector_env_num=2, evaluator_env_num=2,
-             n_evaluator_episode=4, manager=dict(shared_memory=False, step_timeout=STEP_TIMEOUT_S)),
+    env=dict(max_steps=30, action_space_size=32, max_valid_actions=12, max_seq_len=256, collector_env_num=2,
+             evaluator_env_num=2, n_evaluator_episode=4, manager=dict(shared_memory=False, step_timeout=STEP_TIMEOUT_S)),
     policy=dict(
         device='cpu',
         model=dict(embed_dim=64, num_layers=1, num_heads=2, group_size=8, num_unroll_steps=5,
@@ -167,14 +167,20 @@ def _user_sets(user: Mapping[str, Any], path: tuple[str, ...]) -> bool:
 
 
 def _set_derived(cfg: EasyDict, user: Mapping[str, Any], path: tuple[str, ...], value: Any) -> None:
-    leaf = path[-1]
-    if _user_sets(user, path) and _parent(user, path)[leaf] != value:
+    leaf, given = path[-1], _parent(user, path)
+    if _user_sets(user, path) and given[leaf] != value:
         raise ValueError(
-            f"{'.'.join(path)}={_parent(user, path)[leaf]!r} contradicts the value derived from the rest of the config "
+            f"{'.'.join(path)}={given[leaf]!r} contradicts the value derived from the rest of the config "
             f"({value!r}); it is computed by get_priorzero_config, set its source instead (see _derive in "
             f"priorzero_config.py)"
         )
     _parent(cfg, path)[leaf] = value
+
+
+def default_exp_name(env_id: str | None = None, seed: int = SEED, debug: bool = False) -> str:
+    """``data_priorzero/<game>__priorzero[_debug]__seed<seed>``, the experiment directory when none is given."""
+    game = GAME if env_id is None else env_id
+    return f"data_priorzero/{resolve_game_path(game).stem}__priorzero{'_debug' if debug else ''}__seed{seed}"
 
 
 def get_priorzero_config(
@@ -203,8 +209,7 @@ def get_priorzero_config(
     defaults, open_keys = default_main_config(), ('env.manager', 'policy.llm.orz.exp', 'collect.ray')
     cfg = merge_strict(defaults, user, where='main_config', open_keys=open_keys)
     check_value_types(defaults, user, where='main_config', open_keys=open_keys)
-    name = exp_name or f"data_priorzero/{resolve_game_path(game).stem}__priorzero{'_debug' if debug else ''}__seed{seed}"
-    cfg.exp_name = name
+    cfg.exp_name = exp_name or default_exp_name(env_id, seed, debug)
     return _derive(cfg, user), create_config_for()
 
 

@@ -18,7 +18,7 @@ import sys
 
 from lzero_ext.distributed import DistContext
 from lzero_ext.entry.hybrid_loop import HybridTrainer
-from zoo.jericho.priorzero.priorzero_config import get_priorzero_config
+from zoo.jericho.priorzero.priorzero_config import default_exp_name, get_priorzero_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         device = dist.device
     exp_name = args.exp_name
     if exp_name is None and dist.enabled:  # the default name holds the seed: every rank uses rank 0's
-        exp_name = get_priorzero_config(env_id=args.env_id, seed=args.seed, debug=debug)[0].exp_name
+        exp_name = default_exp_name(args.env_id, args.seed, debug)
     try:
         cfg, create_cfg = get_priorzero_config(env_id=args.env_id, seed=args.seed + dist.rank, exp_name=exp_name,
                                                llm_path=args.llm_path, device=device, debug=debug,

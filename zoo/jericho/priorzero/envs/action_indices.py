@@ -16,6 +16,14 @@ import numpy as np
 ACTION_INDEX_MODES = ("text_hash", "list")
 
 
+def max_candidates(action_space_size: int, mode: str, max_valid_actions: int | None = None) -> int:
+    """Most valid actions kept per state: ``max_valid_actions`` if set, else every index for ``list`` and half of
+    them for ``text_hash`` (fewer commands, fewer collisions)."""
+    if max_valid_actions is not None:
+        return int(max_valid_actions)
+    return action_space_size if mode == "list" else max(1, action_space_size // 2)
+
+
 def text_hash_index(command: str, num_actions: int) -> int:
     """The home index of ``command``: CRC-32 of its normalised text modulo ``num_actions`` (stable across runs,
     processes and machines, unlike Python's salted ``hash``)."""

@@ -30,8 +30,9 @@ from ding.envs import BaseEnv, BaseEnvTimestep
 from ding.utils import ENV_REGISTRY
 from easydict import EasyDict
 
+from lzero_ext.buffer.game_segment import candidate_position
 from lzero_ext.utils.config import merge_strict
-from zoo.jericho.priorzero.envs.action_indices import ACTION_INDEX_MODES, assign_action_indices
+from zoo.jericho.priorzero.envs.action_indices import ACTION_INDEX_MODES, assign_action_indices, max_candidates
 from zoo.jericho.priorzero.envs.game_backend import (
     GameBackend, StoryInfo, clean_observation, inspect_story, open_game,
 )
@@ -235,9 +236,9 @@ class PriorZeroJerichoEnv(BaseEnv):
         if isinstance(action, str):
             return action
         index = int(np.asarray(action).reshape(-1)[0])
-        position = np.flatnonzero(self._action_indices == index)
-        if len(position):
-            return self._valid_actions[int(position[0])]
+        position = candidate_position(self._action_indices, index)
+        if position is not None:
+            return self._valid_actions[position]
         logger.debug("Action index %d is none of the %d valid actions; executing %r.", index,
                      len(self._valid_actions), self._cfg.fallback_action)
         return self._cfg.fallback_action
@@ -252,16 +253,10 @@ class PriorZeroJerichoEnv(BaseEnv):
             actions, self._valid_actions_source = result.actions, result.source
         unique = list(dict.fromkeys(a.strip() for a in actions if a and a.strip()))
         self._num_valid_actions_total = len(unique)
-        self._valid_actions = unique[: self._max_valid_actions] or [self._cfg.fallback_action]
-        self._action_indices = assign_action_indices(self._valid_actions, self._cfg.action_space_size,
-                                                     self._cfg.action_index_mode)
-
-    @property
-    def _max_valid_actions(self) -> int:
         cfg = self._cfg
-        if cfg.max_valid_actions is not None:
-            return int(cfg.max_valid_actions)
-        return cfg.action_space_size if cfg.action_index_mode == "list" else max(1, cfg.action_space_size // 2)
+        keep = max_candidates(cfg.action_space_size, cfg.action_index_mode, cfg.max_valid_actions)
+        self._valid_actions = unique[:keep] or [cfg.fallback_action]
+        self._action_indices = assign_action_indices(self._valid_actions, cfg.action_space_size, cfg.action_index_mode)
 
     # ------------------------------------------------------------------ observations
     def _observation_text(self, response: str, done: bool) -> str:
