@@ -34,3 +34,13 @@ def device_line(device: str) -> str:
 
         return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
     return f"CPU {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+
+
+def machine_name(device: str) -> str:
+    """A short name of where a run ran, for a CSV column: the GPU if used, and the CPU cores (envs run there)."""
+    cores = f"{os.cpu_count()}-core CPU"
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name(0)} + {cores}"
+    return cores

@@ -4,7 +4,8 @@ Run from the repository root::
 
     python bench/learning.py --quick                  # CPU, < 15 min: our game, 1 seed, 960 env steps (see --quick)
     python bench/learning.py --device cuda --full     # GPU: 3 games x 3 seeds, full preset, 20k env steps each
-    python bench/learning.py --games default detective.z5 --seeds 0 1 --env-steps 2000 --eval-every 400
+    python bench/learning.py --games default detective.z5 --seeds 0 1 --env-steps 2000 --eval-every 400 --jobs 4
+    python bench/learning.py --merge gpu/learning.csv cpu/learning.csv --out merged   # one table and plot of both
 
 Every method sees the same protocol, taken from PriorZero's config preset (``--debug`` sizes by default,
 ``--full`` for the GPU sizes): the same env (``priorzero_jericho``: game, ``max_steps``, action-space size, token
@@ -22,12 +23,16 @@ episodes at env step 0, every ``--eval-every`` env steps and at the budget.
   Needs LightZero's compiled tree (CPython 3.11): elsewhere it is reported as not run.
 - ``random``: uniform over the valid actions; it does not learn, so it is only evaluated at the same env-step points.
 
-Each (method, game, seed) runs as a child process with its own exp dir under ``--out``; its evaluation points are
+Each (method, game, seed) runs as a child process (``--jobs`` at a time) with its own exp dir under ``--out``; its
+evaluation points are
 read back from ``<exp>/log/metrics.jsonl`` (PriorZero, random) or LightZero's TensorBoard events
 (``evaluator_step/reward_mean``). ``wall_s`` is seconds since the child was started (imports and set-up included).
 Children run in their exp dir, so all of them import the installed package (reinstall after changing the code).
-Outputs: ``<out>/learning.csv`` (method, game, seed, env_steps, wall_s, eval_return), ``<out>/learning.png`` (mean
-over seeds, min-max band, per game) and a markdown summary table on stdout (also ``<out>/summary.md``).
+Outputs: ``<out>/learning.csv`` (method, game, seed, env_steps, wall_s, eval_return, machine), ``<out>/learning.png``
+(mean over seeds, min-max band, per game) and a markdown summary table on stdout (also ``<out>/summary.md``).
+``--merge`` runs nothing: it reads CSVs written here, possibly on different machines (e.g. LightZero's UniZero, which
+needs CPython 3.11, on one machine and the other methods on a GPU machine), and writes one CSV, plot and table, with
+each source's command, device and protocol lines.
 """
 from __future__ import annotations
 
@@ -41,11 +46,12 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from common import device_line, resolve_game  # bench/common.py (the script's folder is on sys.path)
+from common import device_line, machine_name, resolve_game  # bench/common.py (the script's folder is on sys.path)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("priorzero", "priorzero_frozen", "unizero", "random")
@@ -67,6 +73,7 @@ class Point:
     env_steps: int
     wall_s: float
     eval_return: float
+    machine: str = ""  # where it ran (merged tables mix machines, so wall times need it)
 
 
 # ---------------------------------------------------------------------------------------------- shared protocol
@@ -357,7 +364,7 @@ def summary_rows(runs, games: list[str], methods: list[str], failures: dict, lim
             label = [game_label(game), LABELS[method]]
             if not seeds:
                 why = failures.get((method, game), "no evaluation points")
-                rows.append(label + ["not run: " + why] + ["—"] * 4)
+                rows.append(label + ["not run: " + why] + ["—"] * 5)
                 continue
             finals = [r[-1].eval_return for r in seeds.values()]
             curve = mean_curve(seeds)
@@ -370,18 +377,19 @@ def summary_rows(runs, games: list[str], methods: list[str], failures: dict, lim
                                  "never" if reached is None else f"{reached:,}",
                                  f"{statistics.mean(walls):,.0f}", f"{len(seeds)} / {curve[-1][0]:,}"
                                  + (f" (incomplete: {failures[(method, game)].split(':')[0]})"
-                                    if (method, game) in failures else "")])
+                                    if (method, game) in failures else ""),
+                                 ", ".join(sorted({p.machine for r in seeds.values() for p in r} - {""})) or "—"])
     return rows
 
 
-def write_summary(args: argparse.Namespace, runs, failures, games: list[str], methods: list[str]) -> str:
+def protocol_lines(args: argparse.Namespace, games: list[str]) -> list[str]:
+    """Command, device, date and the shared protocol of this invocation: the head of its summary."""
     import torch
 
     from zoo.jericho.priorzero.envs.action_indices import max_candidates
 
-    limits = thresholds(runs, games, args.threshold)
     cfg, _ = priorzero_config(args, games[0], 0, str(Path(args.out) / "unused"))
-    lines = [
+    return [
         f"Command: `{args.command}`  ",
         f"Device: {device_line(args.device)}; python {platform.python_version()}, torch {torch.__version__}  ",
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
@@ -391,11 +399,18 @@ def write_summary(args: argparse.Namespace, runs, failures, games: list[str], me
         f"{max_candidates(cfg.env.action_space_size, cfg.env.action_index_mode, cfg.env.max_valid_actions)} valid "
         f"actions at most, {cfg.env.action_space_size} action indices ({cfg.env.action_index_mode}); seeds "
         f"{' '.join(map(str, args.seeds))}  ",
+    ]
+
+
+def write_summary(header: list[str], runs, failures, games: list[str], methods: list[str],
+                  threshold: float | None) -> str:
+    limits = thresholds(runs, games, threshold)
+    lines = header + [
         "Threshold: " + ", ".join(f"{game_label(g)} {'n/a' if v is None else f'{v:.2f}'}" for g, v in limits.items())
-        + (" (given)" if args.threshold is not None else " (the random agent's mean evaluation return)") + "\n",
+        + (" (given)" if threshold is not None else " (the random agent's mean evaluation return)") + "\n",
         "| game | method | final return (mean ± sd over seeds) | best mean return @ env steps | env steps to threshold "
-        "| wall s (mean) | seeds / env steps |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| wall s (mean) | seeds / env steps | machine |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(runs, games, methods, failures, limits)]
     if failures:
@@ -463,6 +478,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="torch/OpenMP threads per child (OMP_NUM_THREADS; default 1: on a small shared CPU more "
                              "threads oversubscribe it and every method slows down; 0 leaves the default)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per child run (default: none)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="child runs at a time (give each a core: with --threads 1, up to the core count)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="CSV",
+                        help="run nothing: merge these learning.csv files into one CSV, plot and table in --out")
     for private in ("--_child", "--_game", "--_exp"):
         parser.add_argument(private, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -471,9 +490,78 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for key in ("games", "seeds", "env_steps", "eval_every"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
-    if args.env_steps <= 0 or args.eval_every <= 0:
-        parser.error("--env-steps and --eval-every must be positive")
+    if args.env_steps <= 0 or args.eval_every <= 0 or args.jobs <= 0:
+        parser.error("--env-steps, --eval-every and --jobs must be positive")
     return args
+
+
+def run_child(args: argparse.Namespace, method: str, game: str, seed: int, n_steps: int) -> tuple[list[Point], str | None]:
+    """One (method, game, seed) run in its own exp dir; its evaluation points and, if it failed, why."""
+    exp = Path(args.out) / method / Path(game_label(game).split()[0]).name / f"seed{seed}"
+    exp.mkdir(parents=True, exist_ok=True)
+    command = child_command(args, method, game, seed, exp, n_steps)
+    print(f"[learning] start {method} {game_label(game)} seed {seed}: {exp}", flush=True)
+    started = time.time()
+    with open(exp / "child.log", "w") as log:
+        try:
+            # cwd = the exp dir: every child imports the installed package, as bench scripts do
+            rc = subprocess.run(command, cwd=exp, stdout=log, stderr=subprocess.STDOUT, timeout=args.timeout,
+                                env=child_env(args)).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    got = read_points(method, game, seed, exp, started)
+    for point in got:
+        point.machine = args.machine
+    print(f"[learning] done {method} {game_label(game)} seed {seed}: exit {rc}, {len(got)} evaluation points, "
+          f"{time.time() - started:.0f} s", flush=True)
+    if rc == 0:
+        return got, None
+    tail = (exp / "child.log").read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
+    return got, f"exit {rc}: {tail[0][:120]} (see {exp / 'child.log'})"
+
+
+def run_all(args: argparse.Namespace, games: list[str], n_steps: int) -> tuple[list[Point], dict[tuple[str, str], str]]:
+    """Every (method, game, seed) child, ``--jobs`` at a time (the learning methods first: they take longest)."""
+    order = sorted(((m, g, s) for g in games for s in args.seeds for m in args.methods),
+                   key=lambda run: run[0] == "random")
+    points: list[Point] = []
+    failures: dict[tuple[str, str], str] = {}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(run_child, args, method, game, seed, n_steps): (method, game)
+                   for method, game, seed in order}
+        for future in as_completed(futures):
+            got, failure = future.result()
+            points += got
+            if failure is not None:
+                failures[futures[future]] = failure
+    return points, failures
+
+
+def read_csv(path: Path) -> list[Point]:
+    with open(path, newline="") as handle:
+        return [Point(row["method"], row["game"], int(row["seed"]), int(row["env_steps"]), float(row["wall_s"]),
+                      float(row["eval_return"]), row.get("machine", "")) for row in csv.DictReader(handle)]
+
+
+def source_lines(paths: list[str]) -> list[str]:
+    """Each merged CSV with the command, device and protocol lines of the summary written beside it."""
+    lines = []
+    for path in map(Path, paths):
+        lines.append(f"Source `{path.name}` ({path.parent.name}):  ")
+        summary = path.with_name("summary.md")
+        if summary.is_file():
+            keep = ("Command:", "Device:", "Protocol:")
+            lines += ["- " + line for line in summary.read_text().splitlines() if line.startswith(keep)]
+    return lines
+
+
+def write_csv(points: list[Point], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "game", "seed", "env_steps", "wall_s", "eval_return", "machine"])
+        for p in points:
+            writer.writerow([p.method, game_label(p.game), p.seed, p.env_steps, f"{p.wall_s:.1f}", f"{p.eval_return:g}",
+                             p.machine])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -484,47 +572,31 @@ def main(argv: list[str] | None = None) -> None:
         {"random": run_random, "unizero": run_unizero}[args._child](args)
         return
     args.command = "python bench/learning.py " + " ".join(argv)
-    games = [resolve_game(g) for g in args.games]
     out = Path(args.out or REPO_ROOT / "bench" / "results" / f"learning_{time.strftime('%Y%m%d_%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     args.out = str(out)
-    probe, _ = priorzero_config(args, games[0], 0, str(out / "unused"))
-    n_steps = int(probe.policy.collect.collector.n_steps)
-    if args.env_steps % n_steps or args.eval_every % n_steps:
-        raise SystemExit(f"--env-steps and --eval-every must be multiples of PriorZero's collector.n_steps "
-                         f"({n_steps}) so that every method is evaluated at the same env steps")
-    points: list[Point] = []
-    failures: dict[tuple[str, str], str] = {}
-    for game in games:
-        for seed in args.seeds:
-            for method in args.methods:
-                exp = out / method / Path(game_label(game).split()[0]).name / f"seed{seed}"
-                exp.mkdir(parents=True, exist_ok=True)
-                command = child_command(args, method, game, seed, exp, n_steps)
-                print(f"[learning] {method} {game_label(game)} seed {seed}: {exp}", flush=True)
-                started = time.time()
-                with open(exp / "child.log", "w") as log:
-                    try:
-                        # cwd = the exp dir: every child imports the installed package, as bench scripts do
-                        rc = subprocess.run(command, cwd=exp, stdout=log, stderr=subprocess.STDOUT,
-                                            timeout=args.timeout, env=child_env(args)).returncode
-                    except subprocess.TimeoutExpired:
-                        rc = "timeout"
-                got = read_points(method, game, seed, exp, started)
-                print(f"[learning]   exit {rc}, {len(got)} evaluation points, {time.time() - started:.0f} s", flush=True)
-                if rc != 0:
-                    tail = (exp / "child.log").read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
-                    failures[(method, game)] = f"exit {rc}: {tail[0][:120]} (see {exp / 'child.log'})"
-                points += got
-    with open(out / "learning.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "game", "seed", "env_steps", "wall_s", "eval_return"])
-        for p in points:
-            writer.writerow([p.method, game_label(p.game), p.seed, p.env_steps, f"{p.wall_s:.1f}", f"{p.eval_return:g}"])
+    if args.merge:
+        points = [p for path in args.merge for p in read_csv(Path(path))]
+        games = list(dict.fromkeys(p.game for p in points))
+        methods = [m for m in METHODS if any(p.method == m for p in points)]
+        failures: dict[tuple[str, str], str] = {}
+        header = [f"Command: `{args.command}`  "] + source_lines(args.merge)
+    else:
+        games = [resolve_game(g) for g in args.games]
+        probe, _ = priorzero_config(args, games[0], 0, str(out / "unused"))
+        n_steps = int(probe.policy.collect.collector.n_steps)
+        if args.env_steps % n_steps or args.eval_every % n_steps:
+            raise SystemExit(f"--env-steps and --eval-every must be multiples of PriorZero's collector.n_steps "
+                             f"({n_steps}) so that every method is evaluated at the same env steps")
+        args.machine = machine_name(args.device)
+        points, failures = run_all(args, games, n_steps)
+        methods = args.methods
+        header = protocol_lines(args, games)
+    write_csv(points, out / "learning.csv")
     runs = by_run(points)
     if points:
-        plot(runs, games, args.methods, out / "learning.png")
-    summary = write_summary(args, runs, failures, games, args.methods)
+        plot(runs, games, methods, out / "learning.png")
+    summary = write_summary(header, runs, failures, games, methods, args.threshold)
     (out / "summary.md").write_text(summary + "\n")
     print(summary)
     print(f"\nCSV: {out / 'learning.csv'}  plot: {out / 'learning.png'}")

@@ -106,3 +106,49 @@ def test_unizero_config_copies_priorzero_protocol(learning, tmp_path):
     assert main.env.max_steps == pz.env.max_steps and main.env.n_evaluator_episode == pz.env.n_evaluator_episode
     assert main.policy.replay_ratio == pytest.approx(pz.train.wm_updates_per_iter / pz.policy.collect.collector.n_steps)
     assert create.env.type == learning.SCALAR_REWARD_ENV
+
+
+def test_run_all_runs_every_child_in_parallel_and_collects_failures(learning, monkeypatch):
+    import threading
+
+    args = learning.parse_args(["--games", "default", "--seeds", "0", "1", "--methods", "priorzero", "random",
+                                "--jobs", "3"])
+    started, lock, release = [], threading.Lock(), threading.Barrier(3, timeout=10)
+
+    def fake_child(args, method, game, seed, n_steps):
+        with lock:
+            started.append((method, seed))
+        if len(started) <= 3:
+            release.wait()  # three children at once, or the barrier times out and the test fails
+        point = learning.Point(method, game, seed, 0, 1.0, float(seed))
+        return [point], ("exit 1: boom" if (method, seed) == ("random", 1) else None)
+
+    monkeypatch.setattr(learning, "run_child", fake_child)
+    points, failures = learning.run_all(args, ["default"], n_steps=32)
+    assert sorted((p.method, p.seed) for p in points) == [("priorzero", 0), ("priorzero", 1), ("random", 0),
+                                                          ("random", 1)]
+    assert started[:2] == [("priorzero", 0), ("priorzero", 1)]  # the learning methods start first
+    assert failures == {("random", "default"): "exit 1: boom"}
+
+
+def test_merge_combines_csvs_of_different_machines(learning, tmp_path, capsys):
+    gpu, cpu = tmp_path / "gpu", tmp_path / "cpu"
+    for folder, method, machine in [(gpu, "priorzero", "H100 + 16-core CPU"), (cpu, "unizero", "2-core CPU")]:
+        folder.mkdir()
+        points = _points(learning, method, {0: [0.0, 2.0], 1: [1.0, 3.0]})
+        for p in points:
+            p.machine = machine
+        learning.write_csv(points, folder / "learning.csv")
+        (folder / "summary.md").write_text(f"Command: `run {method}`  \nDevice: {machine}  \nother line\n")
+    random_points = _points(learning, "random", {0: [1.0, 1.0]})
+    learning.write_csv(random_points, cpu / "random.csv")
+    learning.main(["--merge", str(gpu / "learning.csv"), str(cpu / "learning.csv"), str(cpu / "random.csv"),
+                   "--out", str(tmp_path / "merged")])
+    merged = learning.read_csv(tmp_path / "merged" / "learning.csv")
+    assert len(merged) == 10 and {p.machine for p in merged} == {"H100 + 16-core CPU", "2-core CPU", ""}
+    summary = (tmp_path / "merged" / "summary.md").read_text()
+    assert "Command: `run priorzero`" in summary and "Device: 2-core CPU" in summary and "other line" not in summary
+    rows = {line.split("|")[2].strip(): line for line in summary.splitlines() if line.startswith("| lighthouse")}
+    assert set(rows) == {"PriorZero", "LightZero UniZero", "random valid action"}
+    assert "2.50 ± 0.71" in rows["PriorZero"] and rows["LightZero UniZero"].rstrip(" |").endswith("2-core CPU")
+    assert (tmp_path / "merged" / "learning.png").is_file()
