@@ -8,6 +8,8 @@
 #   bash scripts/gpu_bench.sh --prepare-games    # copies detective.z5 and zork1.z5 into .cache/gpu_games (ignored)
 # There, from the repository root, with those four .cache folders next to the tree:
 #   bash scripts/gpu_bench.sh [all|speed|learning]     # all (default) is cut to fit 10 minutes; one phase: 9.5
+#   bash scripts/gpu_bench.sh learning ARGS...          # bench/learning.py with these arguments instead (e.g.
+#       --games default detective.z5 --seeds 0 1 2 --jobs 16: the CPU-bound debug preset, a run per core)
 #   bash scripts/gpu_bench.sh compare [NAME[:SECONDS[:ITERS]] ...]  # the speed anchor, LLM variant only, once per
 #       named setting (default: new async baseline), each run killed (process group) after SECONDS (default 180):
 #       speed_NAME.log each (its table at the end), compare.md with the main rates. Names:
@@ -54,6 +56,7 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PRIORZERO_LOG_LEVEL=WARNI
 if [ "$PHASE" = all ]; then SPEED_S=290 LEARN_S=230 LEARN_STEPS=640 CHILD_S=110
 else SPEED_S=560 LEARN_S=560 LEARN_STEPS=1280 CHILD_S=250; fi
 SPEED_GAME=detective.z5
+LEARN_DIR="${LEARN_DIR:-/tmp/priorzero_gpu_learning}"  # bench/learning.py's --out (exp dirs, CSV) there
 [ -f "${PRIORZERO_JERICHO_GAMES:-/nonexistent}/$SPEED_GAME" ] || SPEED_GAME=default
 
 {
@@ -150,9 +153,13 @@ fi
 
 if [ "$PHASE" = all ] || [ "$PHASE" = learning ]; then
   echo "[gpu_bench] learning (log: $OUT/learning.log)"
-  timeout $LEARN_S python3 bench/learning.py --device cuda --full --games default --seeds 0 --env-steps $LEARN_STEPS \
-      --eval-every 320 --threads 0 --timeout $CHILD_S --out /tmp/priorzero_gpu_learning > "$OUT/learning.log" 2>&1
+  [ "$PHASE" = learning ] && shift
+  if [ $# -gt 0 ]; then learn_args=("$@")  # `learning ARGS...`: bench/learning.py's own arguments
+  else learn_args=(--device cuda --full --games default --seeds 0 --env-steps "$LEARN_STEPS" --eval-every 320 \
+                   --threads 0 --timeout "$CHILD_S"); fi
+  timeout $LEARN_S python3 bench/learning.py "${learn_args[@]}" --out "$LEARN_DIR" \
+      > "$OUT/learning.log" 2>&1
   echo "[gpu_bench] learning exit $?"
-  for f in learning.csv learning.png; do cp "/tmp/priorzero_gpu_learning/$f" "$OUT/" 2>/dev/null; done
-  cp /tmp/priorzero_gpu_learning/summary.md "$OUT/learning.md" 2>/dev/null && cat "$OUT/learning.md"
+  for f in learning.csv learning.png; do cp ""$LEARN_DIR"/$f" "$OUT/" 2>/dev/null; done
+  cp "$LEARN_DIR"/summary.md "$OUT/learning.md" 2>/dev/null && cat "$OUT/learning.md"
 fi
