@@ -160,6 +160,6 @@ if [ "$PHASE" = all ] || [ "$PHASE" = learning ]; then
   timeout $LEARN_S python3 bench/learning.py "${learn_args[@]}" --out "$LEARN_DIR" \
       > "$OUT/learning.log" 2>&1
   echo "[gpu_bench] learning exit $?"
-  for f in learning.csv learning.png; do cp ""$LEARN_DIR"/$f" "$OUT/" 2>/dev/null; done
-  cp "$LEARN_DIR"/summary.md "$OUT/learning.md" 2>/dev/null && cat "$OUT/learning.md"
+  for f in learning.csv learning.png; do cp "$LEARN_DIR/$f" "$OUT/" 2>/dev/null; done
+  cp "$LEARN_DIR/summary.md" "$OUT/learning.md" 2>/dev/null && cat "$OUT/learning.md"
 fi
