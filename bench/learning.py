@@ -24,9 +24,8 @@ episodes at env step 0, every ``--eval-every`` env steps and at the budget.
 - ``random``: uniform over the valid actions; it does not learn, so it is only evaluated at the same env-step points.
 
 Each (method, game, seed) runs as a child process (``--jobs`` at a time) with its own exp dir under ``--out``; its
-evaluation points are
-read back from ``<exp>/log/metrics.jsonl`` (PriorZero, random) or LightZero's TensorBoard events
-(``evaluator_step/reward_mean``). ``wall_s`` is seconds since the child was started (imports and set-up included).
+evaluation points are read back from ``<exp>/log/metrics.jsonl`` (PriorZero, random) or LightZero's TensorBoard
+events (``evaluator_step/reward_mean``). ``wall_s`` is seconds since the child was started (imports and set-up included).
 Children run in their exp dir, so all of them import the installed package (reinstall after changing the code).
 Outputs: ``<out>/learning.csv`` (method, game, seed, env_steps, wall_s, eval_return, machine), ``<out>/learning.png``
 (mean over seeds, min-max band, per game) and a markdown summary table on stdout (also ``<out>/summary.md``).
