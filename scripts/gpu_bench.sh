@@ -21,6 +21,8 @@
 #         thread_subproc  thread + subproc
 #         process_subproc async + subproc (the acting worker process starts the 16 env processes: collection off the
 #                   learner's GIL and envs stepped in parallel)
+#         process_subproc_env32  process_subproc with 32 collector envs (search and prior batches of 32), 128 env
+#                   steps and 32 world-model updates per iteration (the same replay ratio, 0.25)
 #       ITERS, else SPEED_ITERS (default 5: one LLM update, train.llm_train_freq), sets the measured iterations.
 #
 # speed: bench/speed.py on detective at LightZero's Jericho UniZero anchor sizes (docs: ../shared/docs/gpu-notes.md):
@@ -112,6 +114,7 @@ setting_override() {
     subproc) echo "$subproc";;
     thread_subproc) echo '{"collect": {"backend": "async", "async_worker": "thread"}, "env": {"manager": {"type": "subprocess", "context": "spawn"}}}';;
     process_subproc) echo '{"collect": {"backend": "async", "async_worker": "process"}, "env": {"manager": {"type": "subprocess", "context": "spawn"}}}';;
+    process_subproc_env32) echo '{"collect": {"backend": "async", "async_worker": "process"}, "env": {"manager": {"type": "subprocess", "context": "spawn"}, "collector_env_num": 32}, "policy": {"collect": {"collector": {"n_steps": 128}}}, "train": {"wm_updates_per_iter": 32}}';;
     *) return 1;;
   esac
 }
