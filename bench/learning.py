@@ -10,7 +10,9 @@ Run from the repository root::
 Every method sees the same protocol, taken from PriorZero's config preset (``--debug`` sizes by default,
 ``--full`` for the GPU sizes): the same env (``priorzero_jericho``: game, ``max_steps``, action-space size, token
 length, tokenizer), the same seeds, the same env-step budget, and greedy evaluation of ``n_evaluator_episode``
-episodes at env step 0, every ``--eval-every`` env steps and at the budget.
+episodes at env step 0, every ``--eval-every`` env steps and at the budget. PriorZero's evaluator also scores the
+policy sampled from visit counts at T=0.5 on the same episodes (``eval_return_t0.5``): a deterministic policy repeats
+itself whenever it revisits a state, so greedy returns of a barely trained agent are mostly loops.
 
 - ``priorzero``: ``python -m zoo.jericho.priorzero.priorzero_orz_entry`` with the preset (tiny LLM by default).
 - ``priorzero_frozen``: the same with ``policy.llm.train=False`` (the LLM prior is used at the root, never trained).
@@ -27,8 +29,8 @@ Each (method, game, seed) runs as a child process (``--jobs`` at a time) with it
 evaluation points are read back from ``<exp>/log/metrics.jsonl`` (PriorZero, random) or LightZero's TensorBoard
 events (``evaluator_step/reward_mean``). ``wall_s`` is seconds since the child was started (imports and set-up included).
 Children run in their exp dir, so all of them import the installed package (reinstall after changing the code).
-Outputs: ``<out>/learning.csv`` (method, game, seed, env_steps, wall_s, eval_return, machine), ``<out>/learning.png``
-(mean over seeds, min-max band, per game) and a markdown summary table on stdout (also ``<out>/summary.md``).
+Outputs: ``<out>/learning.csv`` (method, game, seed, env_steps, wall_s, eval_return, eval_return_t0.5, machine),
+``<out>/learning.png`` (mean over seeds, min-max band, per game) and a markdown summary table on stdout (also ``<out>/summary.md``).
 ``--merge`` runs nothing: it reads CSVs written here, possibly on different machines (e.g. LightZero's UniZero, which
 needs CPython 3.11, on one machine and the other methods on a GPU machine), and writes one CSV, plot and table, with
 each source's command, device and protocol lines.
@@ -59,6 +61,8 @@ LABELS = {"priorzero": "PriorZero", "priorzero_frozen": "PriorZero, LLM frozen",
           "random": "random valid action"}
 SCALAR_REWARD_ENV = "priorzero_jericho_scalar_reward"  # our env with 0-d rewards, for LightZero's buffer
 QUICK = dict(games=["default"], seeds=[0], env_steps=960, eval_every=320)
+SAMPLED_T = 0.5  # PriorZero's extra evaluation temperature (evaluator.extra_temperatures)
+SAMPLED_COLUMN = f"eval_return_t{SAMPLED_T:g}"
 FULL = dict(games=["default", "detective.z5", "zork1.z5"], seeds=[0, 1, 2], env_steps=20000, eval_every=2000)
 
 
@@ -72,6 +76,7 @@ class Point:
     env_steps: int
     wall_s: float
     eval_return: float
+    sampled_return: float | None = None  # evaluation sampled at SAMPLED_T (PriorZero only)
     machine: str = ""  # where it ran (merged tables mix machines, so wall times need it)
 
 
@@ -91,9 +96,10 @@ def priorzero_config(args: argparse.Namespace, game: str, seed: int, exp: str, o
 def priorzero_overrides(args: argparse.Namespace, n_steps: int, frozen: bool) -> dict:
     """Budget and evaluation in iterations of ``n_steps`` env steps; no periodic checkpoints, no LLM export."""
     overrides: dict[str, Any] = dict(train=dict(max_iter=args.env_steps // n_steps, eval_freq=args.eval_every // n_steps,
-                                                save_freq=0, export_llm=False, save_buffer=False))
+                                                save_freq=0, export_llm=False, save_buffer=False),
+                                     policy=dict(eval=dict(evaluator=dict(extra_temperatures=[SAMPLED_T]))))
     if frozen:
-        overrides["policy"] = dict(llm=dict(train=False))
+        overrides["policy"]["llm"] = dict(train=False)
     return overrides
 
 
@@ -303,7 +309,9 @@ def read_points(method: str, game: str, seed: int, exp: Path, started: float) ->
         return read_unizero_points(game, seed, exp / "lz" / "log" / "serial", started)
     from lzero_ext.utils.metrics import read_metrics
 
-    return [Point(method, game, seed, int(r["step"]), r["time"] - started, float(r["evals/reward_mean"]))
+    sampled = f"evals/t{SAMPLED_T:g}/reward_mean"
+    return [Point(method, game, seed, int(r["step"]), r["time"] - started, float(r["evals/reward_mean"]),
+                  sampled_return=float(r[sampled]) if sampled in r else None)
             for r in read_metrics(exp / "log") if "evals/reward_mean" in r]
 
 
@@ -355,6 +363,10 @@ def thresholds(runs: dict[tuple[str, str], dict[int, list[Point]]], games: list[
     return out
 
 
+def mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
 def summary_rows(runs, games: list[str], methods: list[str], failures: dict, limits: dict[str, float | None]):
     rows = []
     for game in games:
@@ -363,16 +375,17 @@ def summary_rows(runs, games: list[str], methods: list[str], failures: dict, lim
             label = [game_label(game), LABELS[method]]
             if not seeds:
                 why = failures.get((method, game), "no evaluation points")
-                rows.append(label + ["not run: " + why] + ["—"] * 5)
+                rows.append(label + ["not run: " + why] + ["—"] * 6)
                 continue
             finals = [r[-1].eval_return for r in seeds.values()]
+            sampled = [r[-1].sampled_return for r in seeds.values()]
             curve = mean_curve(seeds)
             best = max(curve, key=lambda c: c[1])
             limit = limits.get(game)
             reached = next((c[0] for c in curve if limit is not None and c[1] >= limit and c[1] > 0), None)
             walls = [r[-1].wall_s for r in seeds.values()]
-            final = f"{statistics.mean(finals):.2f}" + (f" ± {statistics.stdev(finals):.2f}" if len(finals) > 1 else "")
-            rows.append(label + [final, f"{best[1]:.2f} @ {best[0]:,}",
+            rows.append(label + [mean_sd(finals), "—" if None in sampled else mean_sd(sampled),
+                                 f"{best[1]:.2f} @ {best[0]:,}",
                                  "never" if reached is None else f"{reached:,}",
                                  f"{statistics.mean(walls):,.0f}", f"{len(seeds)} / {curve[-1][0]:,}"
                                  + (f" (incomplete: {failures[(method, game)].split(':')[0]})"
@@ -407,9 +420,9 @@ def write_summary(header: list[str], runs, failures, games: list[str], methods: 
     lines = header + [
         "Threshold: " + ", ".join(f"{game_label(g)} {'n/a' if v is None else f'{v:.2f}'}" for g, v in limits.items())
         + (" (given)" if threshold is not None else " (the random agent's mean evaluation return)") + "\n",
-        "| game | method | final return (mean ± sd over seeds) | best mean return @ env steps | env steps to threshold "
-        "| wall s (mean) | seeds / env steps | machine |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| game | method | final return (mean ± sd over seeds) | final T=0.5 return | best mean return @ env steps "
+        "| env steps to threshold | wall s (mean) | seeds / env steps | machine |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(runs, games, methods, failures, limits)]
     if failures:
@@ -539,7 +552,9 @@ def run_all(args: argparse.Namespace, games: list[str], n_steps: int) -> tuple[l
 def read_csv(path: Path) -> list[Point]:
     with open(path, newline="") as handle:
         return [Point(row["method"], row["game"], int(row["seed"]), int(row["env_steps"]), float(row["wall_s"]),
-                      float(row["eval_return"]), row.get("machine", "")) for row in csv.DictReader(handle)]
+                      float(row["eval_return"]), float(row[SAMPLED_COLUMN]) if row.get(SAMPLED_COLUMN) else None,
+                      row.get("machine", ""))
+                for row in csv.DictReader(handle)]
 
 
 def source_lines(paths: list[str]) -> list[str]:
@@ -557,10 +572,11 @@ def source_lines(paths: list[str]) -> list[str]:
 def write_csv(points: list[Point], path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "game", "seed", "env_steps", "wall_s", "eval_return", "machine"])
+        writer.writerow(["method", "game", "seed", "env_steps", "wall_s", "eval_return", SAMPLED_COLUMN, "machine"])
         for p in points:
+            sampled = "" if p.sampled_return is None else f"{p.sampled_return:g}"
             writer.writerow([p.method, game_label(p.game), p.seed, p.env_steps, f"{p.wall_s:.1f}", f"{p.eval_return:g}",
-                             p.machine])
+                             sampled, p.machine])
 
 
 def main(argv: list[str] | None = None) -> None:

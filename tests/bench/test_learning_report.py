@@ -42,24 +42,25 @@ def test_summary_final_best_threshold_and_missing_method(learning):
                                  {("unizero", "default"): "exit 1: boom"}, limits)
     priorzero, _, unizero = rows
     assert priorzero[2] == "2.00 ± 1.41"  # final returns 3 and 1
-    assert priorzero[3] == "2.00 @ 32"  # seed means 0, 2, 2: the first best
-    assert priorzero[4] == "32"  # first mean >= 1.5
-    assert priorzero[5] == "30"
+    assert priorzero[3] == "—"  # no sampled evaluation in these points
+    assert priorzero[4] == "2.00 @ 32"  # seed means 0, 2, 2: the first best
+    assert priorzero[5] == "32"  # first mean >= 1.5
+    assert priorzero[6] == "30"
     assert unizero[2] == "not run: exit 1: boom"
 
 
 def test_threshold_never_reached_and_given_threshold(learning):
     runs = learning.by_run(_points(learning, "priorzero", {0: [0.0, 1.0]}))
     rows = learning.summary_rows(runs, ["default"], ["priorzero"], {}, learning.thresholds(runs, ["default"], 5.0))
-    assert rows[0][4] == "never"
-    assert rows[0][6] == "1 / 32"
+    assert rows[0][5] == "never"
+    assert rows[0][7] == "1 / 32"
 
 
 def test_a_failed_run_with_points_is_marked_incomplete(learning):
     runs = learning.by_run(_points(learning, "unizero", {0: [2.0]}))
     rows = learning.summary_rows(runs, ["default"], ["unizero"], {("unizero", "default"): "exit timeout: (see x)"},
                                  {"default": 1.0})
-    assert rows[0][6] == "1 / 0 (incomplete: exit timeout)"
+    assert rows[0][7] == "1 / 0 (incomplete: exit timeout)"
 
 
 def test_unizero_points_read_from_lightzero_tensorboard_events(learning, tmp_path):
@@ -138,6 +139,7 @@ def test_merge_combines_csvs_of_different_machines(learning, tmp_path, capsys):
         points = _points(learning, method, {0: [0.0, 2.0], 1: [1.0, 3.0]})
         for p in points:
             p.machine = machine
+            p.sampled_return = p.eval_return + 1 if method == "priorzero" else None
         learning.write_csv(points, folder / "learning.csv")
         (folder / "summary.md").write_text(f"Command: `run {method}`  \nDevice: {machine}  \nother line\n")
     random_points = _points(learning, "random", {0: [1.0, 1.0]})
@@ -150,5 +152,25 @@ def test_merge_combines_csvs_of_different_machines(learning, tmp_path, capsys):
     assert "Command: `run priorzero`" in summary and "Device: 2-core CPU" in summary and "other line" not in summary
     rows = {line.split("|")[2].strip(): line for line in summary.splitlines() if line.startswith("| lighthouse")}
     assert set(rows) == {"PriorZero", "LightZero UniZero", "random valid action"}
-    assert "2.50 ± 0.71" in rows["PriorZero"] and rows["LightZero UniZero"].rstrip(" |").endswith("2-core CPU")
+    assert "| 2.50 ± 0.71 | 3.50 ± 0.71 |" in rows["PriorZero"]  # final greedy, then final sampled
+    assert "| 2.50 ± 0.71 | — |" in rows["LightZero UniZero"]
+    assert rows["LightZero UniZero"].rstrip(" |").endswith("2-core CPU")
     assert (tmp_path / "merged" / "learning.png").is_file()
+
+
+def test_priorzero_runs_also_score_the_sampled_policy_and_it_is_read_back(learning, tmp_path):
+    from lzero_ext.utils.metrics import MetricsLogger
+
+    args = learning.parse_args(["--env-steps", "64", "--eval-every", "32"])
+    frozen = learning.priorzero_overrides(args, 32, frozen=True)
+    assert frozen["policy"]["eval"]["evaluator"]["extra_temperatures"] == [learning.SAMPLED_T]
+    assert frozen["policy"]["llm"]["train"] is False and frozen["train"]["max_iter"] == 2
+    assert "llm" not in learning.priorzero_overrides(args, 32, frozen=False)["policy"]
+    logger = MetricsLogger(tmp_path / "log")
+    logger.log({"evals/reward_mean": 1.0, f"evals/t{learning.SAMPLED_T:g}/reward_mean": 2.5}, 0)
+    logger.log({"evals/reward_mean": 3.0}, 32)
+    logger.close()
+    got = learning.read_points("priorzero", "default", 0, tmp_path, started=0.0)
+    assert [(p.env_steps, p.eval_return, p.sampled_return) for p in got] == [(0, 1.0, 2.5), (32, 3.0, None)]
+    learning.write_csv(got, tmp_path / "learning.csv")
+    assert [p.sampled_return for p in learning.read_csv(tmp_path / "learning.csv")] == [2.5, None]
