@@ -386,7 +386,7 @@ def summary_rows(runs, games: list[str], methods: list[str], failures: dict, lim
             walls = [r[-1].wall_s for r in seeds.values()]
             rows.append(label + [mean_sd(finals), "—" if None in sampled else mean_sd(sampled),
                                  f"{best[1]:.2f} @ {best[0]:,}",
-                                 "never" if reached is None else f"{reached:,}",
+                                 "—" if method == "random" else "never" if reached is None else f"{reached:,}",
                                  f"{statistics.mean(walls):,.0f}", f"{len(seeds)} / {curve[-1][0]:,}"
                                  + (f" (incomplete: {failures[(method, game)].split(':')[0]})"
                                     if (method, game) in failures else ""),

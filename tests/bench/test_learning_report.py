@@ -40,7 +40,8 @@ def test_summary_final_best_threshold_and_missing_method(learning):
     assert limits["default"] == pytest.approx(1.5)
     rows = learning.summary_rows(runs, ["default"], ["priorzero", "random", "unizero"],
                                  {("unizero", "default"): "exit 1: boom"}, limits)
-    priorzero, _, unizero = rows
+    priorzero, random_row, unizero = rows
+    assert random_row[5] == "—"  # the random agent does not learn: no steps-to-threshold
     assert priorzero[2] == "2.00 ± 1.41"  # final returns 3 and 1
     assert priorzero[3] == "—"  # no sampled evaluation in these points
     assert priorzero[4] == "2.00 @ 32"  # seed means 0, 2, 2: the first best
