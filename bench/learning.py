@@ -100,6 +100,10 @@ def priorzero_overrides(args: argparse.Namespace, n_steps: int, frozen: bool) ->
                                      policy=dict(eval=dict(evaluator=dict(extra_temperatures=[SAMPLED_T]))))
     if frozen:
         overrides["policy"]["llm"] = dict(train=False)
+    if args.priorzero_override:  # a variant to benchmark: the user's keys last, so they win
+        from lzero_ext.utils.config import deep_merge
+
+        overrides = deep_merge(overrides, json.loads(args.priorzero_override))
     return overrides
 
 
@@ -490,6 +494,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="torch/OpenMP threads per child (OMP_NUM_THREADS; default 1: on a small shared CPU more "
                              "threads oversubscribe it and every method slows down; 0 leaves the default)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per child run (default: none)")
+    parser.add_argument("--priorzero-override", default=None, metavar="JSON",
+                        help="config override (JSON, strict keys) for both PriorZero methods, e.g. a variant to compare "
+                             "with an earlier run through --merge")
     parser.add_argument("--jobs", type=int, default=1,
                         help="child runs at a time (give each a core: with --threads 1, up to the core count)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="CSV",

@@ -167,6 +167,11 @@ def test_priorzero_runs_also_score_the_sampled_policy_and_it_is_read_back(learni
     assert frozen["policy"]["eval"]["evaluator"]["extra_temperatures"] == [learning.SAMPLED_T]
     assert frozen["policy"]["llm"]["train"] is False and frozen["train"]["max_iter"] == 2
     assert "llm" not in learning.priorzero_overrides(args, 32, frozen=False)["policy"]
+    args = learning.parse_args(["--env-steps", "64", "--eval-every", "32", "--priorzero-override",
+                                '{"policy": {"llm": {"trainer": {"kl_coef": 0.5}}}, "train": {"save_freq": 5}}'])
+    variant = learning.priorzero_overrides(args, 32, frozen=True)
+    assert variant["policy"]["llm"] == {"train": False, "trainer": {"kl_coef": 0.5}} and variant["train"]["save_freq"] == 5
+    assert variant["policy"]["eval"]["evaluator"]["extra_temperatures"] == [learning.SAMPLED_T]
     logger = MetricsLogger(tmp_path / "log")
     logger.log({"evals/reward_mean": 1.0, f"evals/t{learning.SAMPLED_T:g}/reward_mean": 2.5}, 0)
     logger.log({"evals/reward_mean": 3.0}, 32)
