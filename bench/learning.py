@@ -495,8 +495,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "threads oversubscribe it and every method slows down; 0 leaves the default)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per child run (default: none)")
     parser.add_argument("--priorzero-override", default=None, metavar="JSON",
-                        help="config override (JSON, strict keys) for both PriorZero methods, e.g. a variant to compare "
-                             "with an earlier run through --merge")
+                        help="config override (JSON, strict keys) for both PriorZero methods: a variant, compared in "
+                             "its own table (--merge refuses to mix it with runs of the same method, game and seed)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="child runs at a time (give each a core: with --threads 1, up to the core count)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="CSV",
@@ -564,6 +564,20 @@ def read_csv(path: Path) -> list[Point]:
                 for row in csv.DictReader(handle)]
 
 
+def merged_points(paths: list[str]) -> list[Point]:
+    """The points of several CSVs; a run (method, game, seed) found in two of them is an error, not a mix."""
+    points, origin = [], {}
+    for path in paths:
+        for point in read_csv(Path(path)):
+            run = (point.method, point.game, point.seed)
+            if origin.setdefault(run, path) != path:
+                raise SystemExit(f"{point.method} on {point.game}, seed {point.seed}, is in both {origin[run]} and "
+                                 f"{path}: merge runs of one configuration (a --priorzero-override variant is a "
+                                 f"separate comparison)")
+            points.append(point)
+    return points
+
+
 def source_lines(paths: list[str]) -> list[str]:
     """Each merged CSV with the command, device and protocol lines of the summary written beside it."""
     lines = []
@@ -598,7 +612,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     args.out = str(out)
     if args.merge:
-        points = [p for path in args.merge for p in read_csv(Path(path))]
+        points = merged_points(args.merge)
         games = list(dict.fromkeys(p.game for p in points))
         methods = [m for m in METHODS if any(p.method == m for p in points)]
         failures: dict[tuple[str, str], str] = {}

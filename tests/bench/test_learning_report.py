@@ -180,3 +180,11 @@ def test_priorzero_runs_also_score_the_sampled_policy_and_it_is_read_back(learni
     assert [(p.env_steps, p.eval_return, p.sampled_return) for p in got] == [(0, 1.0, 2.5), (32, 3.0, None)]
     learning.write_csv(got, tmp_path / "learning.csv")
     assert [p.sampled_return for p in learning.read_csv(tmp_path / "learning.csv")] == [2.5, None]
+
+
+def test_merge_refuses_the_same_run_from_two_sources(learning, tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        learning.write_csv(_points(learning, "priorzero", {0: [1.0]}), tmp_path / name / "learning.csv")
+    with pytest.raises(SystemExit, match="priorzero on lighthouse .ours., seed 0, is in both"):
+        learning.merged_points([str(tmp_path / "a" / "learning.csv"), str(tmp_path / "b" / "learning.csv")])
