@@ -43,6 +43,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -607,7 +608,7 @@ def main(argv: list[str] | None = None) -> None:
     if args._child is not None:
         {"random": run_random, "unizero": run_unizero}[args._child](args)
         return
-    args.command = "python bench/learning.py " + " ".join(argv)
+    args.command = "python bench/learning.py " + shlex.join(argv)
     out = Path(args.out or REPO_ROOT / "bench" / "results" / f"learning_{time.strftime('%Y%m%d_%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     args.out = str(out)
