@@ -44,3 +44,12 @@ def machine_name(device: str) -> str:
 
         return f"{torch.cuda.get_device_name(0)} + {cores}"
     return cores
+
+
+def threads_env(threads: int) -> dict[str, str]:
+    """The environment of a benchmark child: ``threads`` torch/OpenMP threads (0 leaves the default), no tokenizer
+    threads; parallel children on a shared CPU must not oversubscribe it."""
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    if threads > 0:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env

@@ -53,7 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from common import device_line, machine_name, resolve_game  # bench/common.py (the script's folder is on sys.path)
+# bench/common.py (the script's folder is on sys.path)
+from common import device_line, machine_name, resolve_game, threads_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("priorzero", "priorzero_frozen", "unizero", "random")
@@ -121,14 +122,6 @@ def child_command(args: argparse.Namespace, method: str, game: str, seed: int, e
     if args.unizero_encoder:
         command += ["--unizero-encoder", args.unizero_encoder]
     return command
-
-
-def child_env(args: argparse.Namespace) -> dict[str, str]:
-    """The same thread count for every method (the CPU is the shared resource being compared)."""
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
-    if args.threads > 0:
-        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    return env
 
 
 def run_random(args: argparse.Namespace) -> None:
@@ -399,13 +392,13 @@ def summary_rows(runs, games: list[str], methods: list[str], failures: dict, lim
     return rows
 
 
-def protocol_lines(args: argparse.Namespace, games: list[str]) -> list[str]:
-    """Command, device, date and the shared protocol of this invocation: the head of its summary."""
+def protocol_lines(args: argparse.Namespace, cfg: Any) -> list[str]:
+    """Command, device, date and the shared protocol (``cfg``: PriorZero's config of the first game) of this
+    invocation: the head of its summary."""
     import torch
 
     from zoo.jericho.priorzero.envs.action_indices import max_candidates
 
-    cfg, _ = priorzero_config(args, games[0], 0, str(Path(args.out) / "unused"))
     return [
         f"Command: `{args.command}`  ",
         f"Device: {device_line(args.device)}; python {platform.python_version()}, torch {torch.__version__}  ",
@@ -524,9 +517,10 @@ def run_child(args: argparse.Namespace, method: str, game: str, seed: int, n_ste
     started = time.time()
     with open(exp / "child.log", "w") as log:
         try:
-            # cwd = the exp dir: every child imports the installed package, as bench scripts do
+            # cwd = the exp dir: every child imports the installed package, as bench scripts do; every method gets
+            # the same thread count (the CPU is the shared resource being compared)
             rc = subprocess.run(command, cwd=exp, stdout=log, stderr=subprocess.STDOUT, timeout=args.timeout,
-                                env=child_env(args)).returncode
+                                env=threads_env(args.threads)).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
     got = read_points(method, game, seed, exp, started)
@@ -628,7 +622,7 @@ def main(argv: list[str] | None = None) -> None:
         args.machine = machine_name(args.device)
         points, failures = run_all(args, games, n_steps)
         methods = args.methods
-        header = protocol_lines(args, games)
+        header = protocol_lines(args, probe)
     write_csv(points, out / "learning.csv")
     runs = by_run(points)
     if points:

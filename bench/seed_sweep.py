@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import REPO_ROOT, device_line
+from common import REPO_ROOT, device_line, threads_env
 
 METRICS = {"greedy eval": "evals/reward_mean", "sampled eval (T=0.5)": "evals/t0.5/reward_mean",
            "last-100 training return": "collect/return_last100", "iterations": "counters/iteration"}
@@ -58,7 +58,7 @@ def run_child(name: str, override: dict, seed: int, args: argparse.Namespace) ->
     command = [sys.executable, "-m", "zoo.jericho.priorzero.priorzero_orz_entry", "--debug", "--device", "cpu",
                "--seed", str(seed), "--max-iter", str(args.max_iter), "--exp-name", str(exp),
                "--config-override", json.dumps(override)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env = threads_env(1)
     exp.mkdir(parents=True, exist_ok=True)
     with open(exp / "stdout.log", "w") as log:
         try:
