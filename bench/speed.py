@@ -9,13 +9,15 @@ Run from the repository root::
     python bench/speed.py ... --variants llm --config-override '{...}' --config-override '{"collect": {"backend": "async"}}'
 
 Each variant runs in its own subprocess (so peak RSS and GPU memory are its own): ``HybridTrainer`` built from
-``get_priorzero_config``, one warm-up iteration (not counted), then N iterations of ``trainer._iteration()`` (the loop
-body of ``HybridTrainer.run``) with evaluation, checkpoints and LLM export off, in a temporary exp dir. Figures are
-medians over the measured iterations of the loop's own ``perf/*`` metrics. The limits: collection env steps/s over
-Jericho's raw step rate for the same game (``PriorZeroJerichoEnv.step`` with valid-action generation and
-look/inventory off), and on CUDA the LLM's achieved TFLOP/s over the card's dense bf16 peak. Where the time goes:
+``get_priorzero_config``, ``--warmup`` iterations (default 1; not counted), then N iterations of
+``trainer._iteration()`` (the loop body of ``HybridTrainer.run``) with evaluation, checkpoints and LLM export off,
+in a temporary exp dir. Figures are medians over the measured iterations of the loop's own ``perf/*`` metrics. The
+limits: collection env steps/s over Jericho's raw step rate for the same game (``PriorZeroJerichoEnv.step`` with
+valid-action generation and look/inventory off), and on CUDA the LLM's achieved TFLOP/s over the card's dense bf16 peak. Where the time goes:
 mean seconds per iteration waiting for collection, training each learner and publishing weights (means, not medians:
-the LLM trains only every ``train.llm_train_freq`` iterations; measure a multiple of it to count it fairly).
+the LLM trains only every ``train.llm_train_freq`` iterations; measure a multiple of it to count it fairly). For a
+steady-state figure give ``--warmup`` a few iterations: the first ones pay one-off costs (the prior's compile, the
+first LLM optimiser step, an acting worker process's start-up).
 """
 from __future__ import annotations
 
@@ -93,7 +95,8 @@ def build_config(args: argparse.Namespace, variant: str, exp_dir: Path):
 
     from lzero_ext.utils.config import deep_merge
 
-    overrides: dict = dict(train=dict(eval_freq=0, save_freq=0, export_llm=False, max_iter=args.iterations + 1))
+    overrides: dict = dict(train=dict(eval_freq=0, save_freq=0, export_llm=False,
+                                      max_iter=args.warmup + args.iterations))
     user: dict = {}
     for text in args.config_override or []:  # later overrides win
         user = deep_merge(user, json.loads(text))
@@ -163,7 +166,8 @@ def run_variant(args: argparse.Namespace, variant: str) -> VariantResult:
         cfg, create_cfg = build_config(args, variant, Path(tmp) / "exp")
         trainer = HybridTrainer(cfg, create_cfg)
         try:
-            trainer._iteration()  # noqa: SLF001 - warm-up: model load, first buffer fill, lazy prior
+            for _ in range(args.warmup):  # model load, first buffer fill, lazy prior, compiles
+                trainer._iteration()  # noqa: SLF001
             if args.device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             rows, start, steps_before = [], time.perf_counter(), trainer.collector.envstep
@@ -272,7 +276,7 @@ def print_report(args: argparse.Namespace, results: dict[str, VariantResult], ra
           f"transformers {transformers.__version__}  ")
     print(f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ")
     print(f"Config: {'full' if args.full else 'debug'} preset, game {args.game}, LLM {args.llm_path or 'tiny default'}, "
-          f"{args.iterations} measured iterations after 1 warm-up, medians\n")
+          f"{args.iterations} measured iterations after {args.warmup} warm-up, medians\n")
     print("| metric | " + " | ".join(VARIANT_LABELS[v] for v in results) + " | limit / fraction |")
     print("|---|" + "---:|" * len(results) + "---|")
     for row in table_rows(results, raw_rate, args.peak_tflops):
@@ -297,7 +301,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--game", default="default", help="'default' (our game), a story path or a name in "
                                                           "../shared/jericho-games")
     parser.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
-    parser.add_argument("--iterations", type=int, default=12, help="measured iterations per variant (after 1 warm-up)")
+    parser.add_argument("--iterations", type=int, default=12, help="measured iterations per variant (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=1, help="iterations run before measuring (not counted)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--debug", dest="full", action="store_false", help="debug size preset (default)")
     size.add_argument("--full", dest="full", action="store_true", help="full size preset")
@@ -321,6 +326,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.iterations = 4
     if args.iterations < 1:
         parser.error("--iterations must be >= 1")
+    if args.warmup < 1:
+        parser.error("--warmup must be >= 1 (the first iteration loads the models and fills the buffer)")
     args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not args.variant_list or any(v not in VARIANTS for v in args.variant_list):
         parser.error(f"--variants: a comma-separated subset of {','.join(VARIANTS)}, got {args.variants!r}")

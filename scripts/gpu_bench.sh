@@ -22,8 +22,12 @@
 #         process_subproc async + subproc (the acting worker process starts the 16 env processes: collection off the
 #                   learner's GIL and envs stepped in parallel)
 #         process_subproc_env32  process_subproc with 32 collector envs (search and prior batches of 32), 128 env
-#                   steps and 32 world-model updates per iteration (the same replay ratio, 0.25)
-#       ITERS, else SPEED_ITERS (default 5: one LLM update, train.llm_train_freq), sets the measured iterations.
+#                   steps, 32 world-model and 2 LLM updates per iteration (the same replay ratios)
+#         thread_subproc_env32   thread_subproc with the same 32 envs
+#       ITERS, else SPEED_ITERS (default 5: one LLM update, train.llm_train_freq), sets the measured iterations;
+#       SPEED_WARMUP (default 1) the iterations run before them.
+#   bash scripts/gpu_bench.sh wm     # bench/wm_train_speed.py at the anchor sizes: where a world-model update's time
+#       goes (batch sampling, bootstrap values, the step), with torch.profiler's top operators
 #
 # speed: bench/speed.py on detective at LightZero's Jericho UniZero anchor sizes (docs: ../shared/docs/gpu-notes.md):
 #   50 simulations, batch 64, 512-token observations, a MiniLM-sized text encoder (384 wide, 6 layers, 12 heads),
@@ -42,7 +46,8 @@ if [ "$PHASE" = "--prepare-games" ]; then
   mkdir -p "$GAMES_DIR" && cp "$src/detective.z5" "$src/zork1.z5" "$GAMES_DIR/" && ls -la "$GAMES_DIR"
   exit $?
 fi
-case "$PHASE" in all|speed|learning|compare) ;; *) echo "usage: $0 [all|speed|learning|compare [NAME[:S]...]|--prepare-games]" >&2; exit 2;; esac
+case "$PHASE" in all|speed|learning|compare|wm) ;;
+  *) echo "usage: $0 [all|speed|learning|compare [NAME[:S]...]|wm|--prepare-games]" >&2; exit 2;; esac
 for dir in .cache/gpu_jericho .cache/gpu_site .cache/gpu_whl312; do
   [ -d "$dir" ] || { echo "missing $dir: run scripts/prepare_gpu_bundle.sh on the CPU machine and bring .cache along" >&2; exit 1; }
 done
@@ -77,11 +82,13 @@ ANCHOR='{"env": {"collector_env_num": 16, "max_seq_len": 512},
          "train": {"wm_updates_per_iter": 16}}'
 # Measured iterations: 5 = one LLM update (train.llm_train_freq 5), so both learners count in the overall rate.
 SPEED_ITERS="${SPEED_ITERS:-5}"
+# Iterations run before measuring (the first pays the model load and compiles; more give a steady-state figure).
+SPEED_WARMUP="${SPEED_WARMUP:-1}"
 
 if [ "$PHASE" = all ] || [ "$PHASE" = speed ]; then
   echo "[gpu_bench] speed on $SPEED_GAME (log: $OUT/speed.log)"
   timeout $SPEED_S python3 bench/speed.py --full --device cuda --game "$SPEED_GAME" --iterations "$SPEED_ITERS" \
-      --llm-shape qwen2.5-0.5b --config-override "$ANCHOR" > "$OUT/speed.log" 2>&1
+      --warmup "$SPEED_WARMUP" --llm-shape qwen2.5-0.5b --config-override "$ANCHOR" > "$OUT/speed.log" 2>&1
   echo "[gpu_bench] speed exit $?"
   sed -n '/^Command:/,$p' "$OUT/speed.log" > "$OUT/speed.md"
   cat "$OUT/speed.md"
@@ -102,20 +109,25 @@ run_limited() {
   wait "$pid"
 }
 
-setting_override() {
-  local new_learner='{}'
-  local old_learner='{"policy": {"learn": {"wm": {"mixed_precision": "none", "tf32": false, "fused_adamw": false}},
-                                 "model": {"encoder": {"length_buckets": 1}}}}'
-  local async='{"collect": {"backend": "async"}}'
-  local thread='{"collect": {"backend": "async", "async_worker": "thread"}}'
-  local subproc='{"env": {"manager": {"type": "subprocess", "context": "spawn"}}}'
+# A compare setting is a list of parts, each one JSON override of the anchor config (later parts win).
+setting_parts() {
   case "$1" in
-    new) echo "$new_learner";; baseline) echo "$old_learner";; async) echo "$async";; thread) echo "$thread";;
-    subproc) echo "$subproc";;
-    thread_subproc) echo '{"collect": {"backend": "async", "async_worker": "thread"}, "env": {"manager": {"type": "subprocess", "context": "spawn"}}}';;
-    process_subproc) echo '{"collect": {"backend": "async", "async_worker": "process"}, "env": {"manager": {"type": "subprocess", "context": "spawn"}}}';;
-    process_subproc_env32) echo '{"collect": {"backend": "async", "async_worker": "process"}, "env": {"manager": {"type": "subprocess", "context": "spawn"}, "collector_env_num": 32}, "policy": {"collect": {"collector": {"n_steps": 128}}}, "train": {"wm_updates_per_iter": 32}}';;
+    new) echo "";; baseline) echo old_learner;; async) echo process;; thread) echo thread;; subproc) echo subproc;;
+    thread_subproc) echo thread subproc;; process_subproc) echo process subproc;;
+    process_subproc_env32) echo process subproc env32;; thread_subproc_env32) echo thread subproc env32;;
     *) return 1;;
+  esac
+}
+part_json() {
+  case "$1" in
+    old_learner) echo '{"policy": {"learn": {"wm": {"mixed_precision": "none", "tf32": false, "fused_adamw": false}},
+                                   "model": {"encoder": {"length_buckets": 1}}}}';;
+    process) echo '{"collect": {"backend": "async", "async_worker": "process"}}';;
+    thread) echo '{"collect": {"backend": "async", "async_worker": "thread"}}';;
+    subproc) echo '{"env": {"manager": {"type": "subprocess", "context": "spawn"}}}';;
+    # Twice the envs and env steps per iteration, so twice the updates of both learners: the same replay ratios.
+    env32) echo '{"env": {"collector_env_num": 32}, "policy": {"collect": {"collector": {"n_steps": 128}}},
+                  "train": {"wm_updates_per_iter": 32, "llm_updates_per_iter": 2}}';;
   esac
 }
 
@@ -126,11 +138,13 @@ if [ "$PHASE" = compare ]; then
   echo "|---|---:|---:|---:|---|---:|" >> "$OUT/compare.md"
   for spec in "$@"; do
     IFS=: read -r name limit iters <<< "$spec"; limit="${limit:-180}"; iters="${iters:-$SPEED_ITERS}"
-    override=$(setting_override "$name") || { echo "[gpu_bench] unknown setting $name" >&2; continue; }
-    echo "[gpu_bench] compare $name (limit ${limit}s, log: $OUT/speed_$name.log)"
+    parts=$(setting_parts "$name") || { echo "[gpu_bench] unknown setting $name" >&2; continue; }
+    overrides=(--config-override "$ANCHOR")
+    for part in $parts; do overrides+=(--config-override "$(part_json "$part")"); done
+    echo "[gpu_bench] compare $name (limit ${limit}s, warm-up $SPEED_WARMUP, log: $OUT/speed_$name.log)"
     tic=$SECONDS
     run_limited "$limit" python3 bench/speed.py --full --device cuda --game "$SPEED_GAME" --iterations "$iters" \
-        --variants llm --llm-shape qwen2.5-0.5b --config-override "$ANCHOR" --config-override "$override" \
+        --warmup "$SPEED_WARMUP" --variants llm --llm-shape qwen2.5-0.5b "${overrides[@]}" \
         > "$OUT/speed_$name.log" 2>&1
     echo "[gpu_bench] compare $name exit $? after $((SECONDS - tic)) s"
     grep '^\[speed ' "$OUT/speed_$name.log" | tail -n "$iters"
@@ -152,6 +166,14 @@ print(f"| {name} | {get('overall env steps/s (collect + train)')} | {get('collec
 PY
   done
   cat "$OUT/compare.md"
+fi
+
+if [ "$PHASE" = wm ]; then
+  echo "[gpu_bench] world-model learner breakdown (log: $OUT/wm_train_speed.log)"
+  timeout 560 python3 bench/wm_train_speed.py --full --device cuda --config-override "$ANCHOR" --profile \
+      > "$OUT/wm_train_speed.log" 2>&1
+  echo "[gpu_bench] wm exit $?"
+  sed -n '/^Command:/,$p' "$OUT/wm_train_speed.log"
 fi
 
 if [ "$PHASE" = all ] || [ "$PHASE" = learning ]; then

@@ -8,8 +8,9 @@ K/V as plain tensors, and applies the final norm only to the rows whose logits a
 
 On CUDA the per-layer functions can be compiled (``compiled=True``): one ``torch.compile`` graph, shared by all
 layers of the same shape, fuses the residual adds, norms, rotary and SwiGLU element-wise work around the matmuls.
-Shapes start static and turn dynamic after the first change (torch.compile's default), so varying prompt widths
-cost one recompilation, not one per width.
+Shapes are symbolic from the first compile (``dynamic=True``): batch, prompt and continuation widths vary from call
+to call, and torch.compile's default (static first, each dimension made dynamic when it first changes) recompiled
+once per newly varying dimension, stalls of seconds in the middle of collection.
 
 Supported: decoder layers of the Qwen2 and Llama families with full attention (no sliding window) and no attention
 dropout while training; :func:`check_lean_support` says why a model is not.
@@ -108,7 +109,7 @@ def _layer_function(name: str, compiled: bool, device: torch.device):
     if not compiled or device.type != "cuda":
         return eager
     if name not in _compiled_layers:
-        _compiled_layers[name] = torch.compile(eager)  # static first; dims that change become dynamic
+        _compiled_layers[name] = torch.compile(eager, dynamic=True)
     return _compiled_layers[name]
 
 
