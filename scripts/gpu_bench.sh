@@ -26,8 +26,9 @@
 #         thread_subproc_env32   thread_subproc with the same 32 envs
 #       ITERS, else SPEED_ITERS (default 5: one LLM update, train.llm_train_freq), sets the measured iterations;
 #       SPEED_WARMUP (default 1) the iterations run before them.
-#   bash scripts/gpu_bench.sh wm     # bench/wm_train_speed.py at the anchor sizes: where a world-model update's time
-#       goes (batch sampling, bootstrap values, the step), with torch.profiler's top operators
+#       NAME+PART adds a part to a setting: +cudnn lets PyTorch pick the text encoder's attention kernels (cuDNN).
+#   bash scripts/gpu_bench.sh wm [ARGS...]   # bench/wm_train_speed.py at the anchor sizes (ARGS: its own, e.g.
+#       --profile or another --config-override): where a world-model update's time goes
 #
 # speed: bench/speed.py on detective at LightZero's Jericho UniZero anchor sizes (docs: ../shared/docs/gpu-notes.md):
 #   50 simulations, batch 64, 512-token observations, a MiniLM-sized text encoder (384 wide, 6 layers, 12 heads),
@@ -109,14 +110,18 @@ run_limited() {
   wait "$pid"
 }
 
-# A compare setting is a list of parts, each one JSON override of the anchor config (later parts win).
+# A compare setting is a list of parts, each one JSON override of the anchor config (later parts win);
+# NAME+PART+... adds parts to a named setting (e.g. thread_subproc_env32+cudnn).
 setting_parts() {
-  case "$1" in
-    new) echo "";; baseline) echo old_learner;; async) echo process;; thread) echo thread;; subproc) echo subproc;;
-    thread_subproc) echo thread subproc;; process_subproc) echo process subproc;;
-    process_subproc_env32) echo process subproc env32;; thread_subproc_env32) echo thread subproc env32;;
+  local name="${1%%+*}" extra=""
+  [ "$name" != "$1" ] && extra="${1#*+}"
+  case "$name" in
+    new) echo -n "";; baseline) echo -n old_learner;; async) echo -n process;; thread) echo -n thread;;
+    subproc) echo -n subproc;; thread_subproc) echo -n thread subproc;; process_subproc) echo -n process subproc;;
+    process_subproc_env32) echo -n process subproc env32;; thread_subproc_env32) echo -n thread subproc env32;;
     *) return 1;;
   esac
+  for part in ${extra//+/ }; do part_json "$part" > /dev/null || return 1; echo -n " $part"; done
 }
 part_json() {
   case "$1" in
@@ -128,6 +133,8 @@ part_json() {
     # Twice the envs and env steps per iteration, so twice the updates of both learners: the same replay ratios.
     env32) echo '{"env": {"collector_env_num": 32}, "policy": {"collect": {"collector": {"n_steps": 128}}},
                   "train": {"wm_updates_per_iter": 32, "llm_updates_per_iter": 2}}';;
+    cudnn) echo '{"policy": {"model": {"encoder": {"attention_kernels": "auto"}}}}';;  # PyTorch picks (cuDNN)
+    *) return 1;;
   esac
 }
 
@@ -170,8 +177,9 @@ fi
 
 if [ "$PHASE" = wm ]; then
   echo "[gpu_bench] world-model learner breakdown (log: $OUT/wm_train_speed.log)"
-  timeout 560 python3 bench/wm_train_speed.py --full --device cuda --config-override "$ANCHOR" --profile \
-      > "$OUT/wm_train_speed.log" 2>&1
+  shift
+  timeout 560 python3 bench/wm_train_speed.py --full --device cuda --config-override "$ANCHOR" "$@" \
+      >> "$OUT/wm_train_speed.log" 2>&1
   echo "[gpu_bench] wm exit $?"
   sed -n '/^Command:/,$p' "$OUT/wm_train_speed.log"
 fi

@@ -55,8 +55,9 @@ def architecture_fingerprint(cfg: EasyDict) -> str:
     """Hash of what decides tensor shapes; resuming with a different one is refused."""
     policy = cfg.policy
     model = {k: v for k, v in policy.model.items() if k != 'device'}
-    if 'encoder' in model:  # how a batch is chunked decides no shape (and old checkpoints lack the key)
-        model['encoder'] = {k: v for k, v in model['encoder'].items() if k != 'length_buckets'}
+    if 'encoder' in model:  # how a batch is chunked and which kernels run decide no shape (old checkpoints lack both)
+        model['encoder'] = {k: v for k, v in model['encoder'].items()
+                            if k not in ('length_buckets', 'attention_kernels')}
     return config_fingerprint(dict(model=model,
                                    llm_model=policy.llm.prior.model_path, use_lora=policy.llm.trainer.use_lora,
                                    llm_enabled=policy.llm.enable))

@@ -11,9 +11,15 @@ by length without changing the result beyond rounding: with ``length_buckets`` >
 ``2 * MIN_BUCKET_ROWS`` rows is sorted by observation length and encoded in chunks, each trimmed to its own longest
 row. Text-game observations vary a lot in length (detective: about 190 tokens on average, some cut at 512), so
 the training batch (batch x unroll steps rows) does far less padding work; small batches (search) are one chunk.
+
+Attention kernels: the padding mask rules out the flash kernel, and on Hopper PyTorch then prefers cuDNN's fused
+attention, which builds an execution plan for every new (rows, length) shape; with length-bucketed chunks nearly
+every call is a new shape. ``attention_kernels='no_cudnn'`` (default) keeps PyTorch's other kernels (memory-efficient,
+then math) for the encoder's layers; 'auto' leaves the choice to PyTorch.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Any, Mapping
@@ -21,6 +27,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 from easydict import EasyDict
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from lzero.model.common import SimNorm
 
 from lzero_ext.utils.config import merge_strict
@@ -28,6 +35,8 @@ from lzero_ext.utils.config import merge_strict
 logger = logging.getLogger(__name__)
 
 MIN_BUCKET_ROWS = 32  # fewest rows in a length bucket: smaller chunks cost more in kernel launches than they save
+ATTENTION_KERNELS = {"auto": None, "no_cudnn": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                                               SDPBackend.MATH]}
 
 
 class TextObservationEncoder(nn.Module):
@@ -58,6 +67,9 @@ class TextObservationEncoder(nn.Module):
         group_size=8,
         # (int) Large batches are encoded in up to this many chunks of similar length (less padding); 1 = one chunk.
         length_buckets=4,
+        # (str) Attention kernels of the layers on CUDA: 'no_cudnn' (PyTorch's others; see the module docstring)
+        # or 'auto' (PyTorch's choice).
+        attention_kernels="no_cudnn",
     )
 
     @classmethod
@@ -129,11 +141,20 @@ class TextObservationEncoder(nn.Module):
         positions = torch.arange(token_ids.shape[1], device=token_ids.device)
         hidden = self.token_embedding(token_ids) + self.position_embedding(positions)[None]
         if self.layers is not None:
-            hidden = self.layers(hidden, src_key_padding_mask=~valid)
+            with self._attention_kernels(hidden.device):
+                hidden = self.layers(hidden, src_key_padding_mask=~valid)
         hidden = self.final_norm(hidden)
         weights = valid.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
         return self.output_norm(self.projection(pooled))
+
+    def _attention_kernels(self, device: torch.device) -> contextlib.AbstractContextManager:
+        # sdpa_kernel sets process-wide flags and restores them on exit: an acting thread and the learner both
+        # entering it can end one's restriction early, which changes only the kernel (and its speed), not results.
+        backends = ATTENTION_KERNELS[self.cfg.attention_kernels]
+        if backends is None or device.type != "cuda":
+            return contextlib.nullcontext()
+        return sdpa_kernel(backends)
 
 
 def _validate_encoder_config(cfg: EasyDict) -> None:
@@ -147,3 +168,6 @@ def _validate_encoder_config(cfg: EasyDict) -> None:
         raise ValueError("text_encoder.max_seq_len and vocab_size must be positive")
     if cfg.length_buckets < 1:
         raise ValueError(f"text_encoder.length_buckets must be >= 1, got {cfg.length_buckets}")
+    if cfg.attention_kernels not in ATTENTION_KERNELS:
+        raise ValueError(f"text_encoder.attention_kernels must be one of {sorted(ATTENTION_KERNELS)}, "
+                         f"got {cfg.attention_kernels!r}")

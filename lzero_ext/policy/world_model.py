@@ -84,7 +84,8 @@ class TextUniZeroModel(UniZeroModel):
         # (str) Device: 'cpu' or 'cuda' (falls back to cpu if CUDA is unavailable, like LightZero).
         device='cpu',
         # (dict) The text encoder (see TextObservationEncoder.config); vocab/seq/pad/embed/group keys are filled in.
-        encoder=dict(hidden_dim=128, num_layers=1, num_heads=4, dropout=0.0, length_buckets=4),
+        encoder=dict(hidden_dim=128, num_layers=1, num_heads=4, dropout=0.0, length_buckets=4,
+                     attention_kernels='no_cudnn'),
     )
 
     @classmethod

@@ -66,6 +66,33 @@ def test_length_buckets_must_be_positive():
                                     length_buckets=0))
 
 
+def test_attention_kernels_restrict_cuda_attention_only_inside_the_layers():
+    cfg = dict(vocab_size=VOCAB, max_seq_len=OBS_LEN, embed_dim=16, hidden_dim=16, num_heads=2)
+    with pytest.raises(ValueError, match="attention_kernels"):
+        TextObservationEncoder(dict(cfg, attention_kernels="cudnn_only"))
+    restricted = TextObservationEncoder(dict(cfg, attention_kernels="no_cudnn"))
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with restricted._attention_kernels(torch.device("cuda")):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.mem_efficient_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before  # restored on exit
+    with TextObservationEncoder(dict(cfg, attention_kernels="auto"))._attention_kernels(torch.device("cuda")):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before  # 'auto' leaves PyTorch's choice alone
+
+
+def test_kernel_and_chunking_choices_do_not_block_resuming():
+    from zoo.jericho.priorzero.priorzero_config import get_priorzero_debug_config
+
+    from lzero_ext.entry.hybrid_loop import architecture_fingerprint
+
+    cfg, _ = get_priorzero_debug_config()
+    changed = copy.deepcopy(cfg)
+    changed.policy.model.encoder.update(attention_kernels="auto", length_buckets=1)
+    assert architecture_fingerprint(changed) == architecture_fingerprint(cfg)
+    changed.policy.model.encoder.hidden_dim *= 2
+    assert architecture_fingerprint(changed) != architecture_fingerprint(cfg)
+
+
 def test_mixed_precision_auto_is_fp32_on_cpu_and_unknown_values_raise():
     model = build_world_model(tiny_model_config())
     assert WorldModelLearner(model).autocast_dtype is None
