@@ -27,6 +27,8 @@ from pathlib import Path
 
 from common import REPO_ROOT, device_line, threads_env
 
+from lzero_ext.utils.metrics import read_metrics
+
 METRICS = {"greedy eval": "evals/reward_mean", "sampled eval (T=0.5)": "evals/t0.5/reward_mean",
            "last-100 training return": "collect/return_last100", "iterations": "counters/iteration"}
 
@@ -66,15 +68,14 @@ def run_child(name: str, override: dict, seed: int, args: argparse.Namespace) ->
                            timeout=args.timeout, check=False)
         except subprocess.TimeoutExpired:
             print(f"[seed_sweep] {name} seed {seed}: stopped at the {args.timeout:.0f} s limit", flush=True)
-    return last_metrics(exp / "log" / "metrics.jsonl")
+    return last_metrics(exp / "log")
 
 
-def last_metrics(path: Path) -> dict[str, float]:
+def last_metrics(log_dir: Path) -> dict[str, float]:
+    """The last logged value of each reported metric in the run's ``metrics.jsonl`` (empty if none was logged)."""
     last: dict[str, float] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            last.update({key: record[key] for key in METRICS.values() if key in record})
+    for record in read_metrics(log_dir):
+        last.update({key: record[key] for key in METRICS.values() if key in record})
     return last
 
 

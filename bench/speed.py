@@ -13,11 +13,11 @@ Each variant runs in its own subprocess (so peak RSS and GPU memory are its own)
 ``trainer._iteration()`` (the loop body of ``HybridTrainer.run``) with evaluation, checkpoints and LLM export off,
 in a temporary exp dir. Figures are medians over the measured iterations of the loop's own ``perf/*`` metrics. The
 limits: collection env steps/s over Jericho's raw step rate for the same game (``PriorZeroJerichoEnv.step`` with
-valid-action generation and look/inventory off), and on CUDA the LLM's achieved TFLOP/s over the card's dense bf16 peak. Where the time goes:
-mean seconds per iteration waiting for collection, training each learner and publishing weights (means, not medians:
-the LLM trains only every ``train.llm_train_freq`` iterations; measure a multiple of it to count it fairly). For a
-steady-state figure give ``--warmup`` a few iterations: the first ones pay one-off costs (the prior's compile, the
-first LLM optimiser step, an acting worker process's start-up).
+valid-action generation and look/inventory off), and on CUDA the LLM's achieved TFLOP/s over the card's dense bf16
+peak. Where the time goes: mean seconds per iteration waiting for collection, training each learner and publishing
+weights (means, not medians: the LLM trains only every ``train.llm_train_freq`` iterations; measure a multiple of it
+to count it fairly). For a steady-state figure give ``--warmup`` a few iterations: the first ones pay one-off costs
+(the prior's compile, the first LLM optimiser step, an acting worker process's start-up).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@
 #       named setting (default: new async baseline), each run killed (process group) after SECONDS (default 180):
 #       speed_NAME.log each (its table at the end), compare.md with the main rates. Names:
 #         new       the defaults (world-model training in bf16 autocast + TF32 + fused AdamW, length-bucketed encoder)
-#         baseline  the learner as before issue 7: fp32, no TF32, unfused AdamW, one encoder chunk
+#         baseline  the learner as before issue 7: fp32, no TF32, unfused AdamW, one encoder chunk, cuDNN attention
 #         async     new + collect.backend=async (acting worker process, collection overlaps training)
 #         thread    new + async with async_worker=thread (acting copy in a thread of the learner process)
 #         subproc   new + env.manager.type=subprocess (each env steps in its own process)
@@ -126,7 +126,7 @@ setting_parts() {
 part_json() {
   case "$1" in
     old_learner) echo '{"policy": {"learn": {"wm": {"mixed_precision": "none", "tf32": false, "fused_adamw": false}},
-                                   "model": {"encoder": {"length_buckets": 1}}}}';;
+                                   "model": {"encoder": {"length_buckets": 1, "attention_kernels": "auto"}}}}';;
     process) echo '{"collect": {"backend": "async", "async_worker": "process"}}';;
     thread) echo '{"collect": {"backend": "async", "async_worker": "thread"}}';;
     subproc) echo '{"env": {"manager": {"type": "subprocess", "context": "spawn"}}}';;
@@ -148,15 +148,16 @@ if [ "$PHASE" = compare ]; then
     parts=$(setting_parts "$name") || { echo "[gpu_bench] unknown setting $name" >&2; continue; }
     overrides=(--config-override "$ANCHOR")
     for part in $parts; do overrides+=(--config-override "$(part_json "$part")"); done
-    echo "[gpu_bench] compare $name (limit ${limit}s, warm-up $SPEED_WARMUP, log: $OUT/speed_$name.log)"
+    log_name="${name//+/__}"  # the device tool brings back only plain file names
+    echo "[gpu_bench] compare $name (limit ${limit}s, warm-up $SPEED_WARMUP, log: $OUT/speed_$log_name.log)"
     tic=$SECONDS
     run_limited "$limit" python3 bench/speed.py --full --device cuda --game "$SPEED_GAME" --iterations "$iters" \
         --warmup "$SPEED_WARMUP" --variants llm --llm-shape qwen2.5-0.5b "${overrides[@]}" \
-        > "$OUT/speed_$name.log" 2>&1
+        > "$OUT/speed_$log_name.log" 2>&1
     echo "[gpu_bench] compare $name exit $? after $((SECONDS - tic)) s"
-    grep '^\[speed ' "$OUT/speed_$name.log" | tail -n "$iters"
-    sed -n '/^Command:/,$p' "$OUT/speed_$name.log"
-    python3 - "$name" "$OUT/speed_$name.log" >> "$OUT/compare.md" <<'PY'
+    grep '^\[speed ' "$OUT/speed_$log_name.log" | tail -n "$iters"
+    sed -n '/^Command:/,$p' "$OUT/speed_$log_name.log"
+    python3 - "$name" "$OUT/speed_$log_name.log" >> "$OUT/compare.md" <<'PY'
 import sys
 name, path = sys.argv[1], sys.argv[2]
 rows = {}

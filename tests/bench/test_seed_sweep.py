@@ -34,7 +34,7 @@ def test_last_logged_value_of_each_metric_wins(sweep, tmp_path):
     records = [{"evals/reward_mean": 0.0, "counters/iteration": 1.0}, {"collect/return_last100": 2.0},
                {"evals/reward_mean": 3.0, "counters/iteration": 9.0}]
     path.write_text("\n".join(json.dumps(r) for r in records))
-    assert sweep.last_metrics(path) == {"evals/reward_mean": 3.0, "counters/iteration": 9.0,
-                                        "collect/return_last100": 2.0}
-    assert sweep.last_metrics(tmp_path / "missing.jsonl") == {}
+    assert sweep.last_metrics(tmp_path) == {"evals/reward_mean": 3.0, "counters/iteration": 9.0,
+                                            "collect/return_last100": 2.0}
+    assert sweep.last_metrics(tmp_path / "missing") == {}
     assert sweep.mean_sd([1.0, 3.0]) == "2.00 ± 1.41 (n=2)" and sweep.mean_sd([]) == "n/a"
