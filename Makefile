@@ -22,6 +22,7 @@ bench: setup ## CPU benchmarks, each prints a markdown table
 	$(PY) bench/env_speed.py --quick
 	$(PY) bench/mcts_speed.py --quick
 	$(PY) bench/llm_prior_speed.py --quick
+	$(PY) bench/wm_train_speed.py --quick
 
 game: ## rebuild our default game's story file (needs Debian's inform6-compiler + inform6-library)
 	command -v inform6 >/dev/null || (apt-get update && apt-get install -y inform6-compiler inform6-library)
