@@ -417,7 +417,8 @@ def write_summary(header: list[str], runs, failures, games: list[str], methods: 
     limits = thresholds(runs, games, threshold)
     lines = header + [
         "Threshold: " + ", ".join(f"{game_label(g)} {'n/a' if v is None else f'{v:.2f}'}" for g, v in limits.items())
-        + (" (given)" if threshold is not None else " (the random agent's mean evaluation return)") + "\n",
+        + (" (given)" if threshold is not None else " (the random agent's mean evaluation return)")
+        + "; reached where a method's mean return is at least the threshold and above 0\n",
         "| game | method | final return (mean ± sd over seeds) | final T=0.5 return | best mean return @ env steps "
         "| env steps to threshold | wall s (mean) | seeds / env steps | machine |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
