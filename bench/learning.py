@@ -27,10 +27,11 @@ itself whenever it revisits a state, so greedy returns of a barely trained agent
 
 Each (method, game, seed) runs as a child process (``--jobs`` at a time) with its own exp dir under ``--out``; its
 evaluation points are read back from ``<exp>/log/metrics.jsonl`` (PriorZero, random) or LightZero's TensorBoard
-events (``evaluator_step/reward_mean``). ``wall_s`` is seconds since the child was started (imports and set-up included).
-Children run in their exp dir, so all of them import the installed package (reinstall after changing the code).
-Outputs: ``<out>/learning.csv`` (method, game, seed, env_steps, wall_s, eval_return, eval_return_t0.5, machine),
-``<out>/learning.png`` (mean over seeds, min-max band, per game) and a markdown summary table on stdout (also ``<out>/summary.md``).
+events (``evaluator_step/reward_mean``). ``wall_s`` is seconds since the child was started (imports and set-up
+included). Children run in their exp dir, so all of them import the installed package (reinstall after changing the
+code). Outputs: ``<out>/learning.csv`` (method, game, seed, env_steps, wall_s, eval_return, eval_return_t0.5,
+machine), ``<out>/learning.png`` (mean over seeds, min-max band, per game) and a markdown summary table on stdout
+(also ``<out>/summary.md``).
 ``--merge`` runs nothing: it reads CSVs written here, possibly on different machines (e.g. LightZero's UniZero, which
 needs CPython 3.11, on one machine and the other methods on a GPU machine), and writes one CSV, plot and table, with
 each source's command, device and protocol lines.
@@ -65,6 +66,7 @@ SCALAR_REWARD_ENV = "priorzero_jericho_scalar_reward"  # our env with 0-d reward
 QUICK = dict(games=["default"], seeds=[0], env_steps=960, eval_every=320)
 SAMPLED_T = 0.5  # PriorZero's extra evaluation temperature (evaluator.extra_temperatures)
 SAMPLED_COLUMN = f"eval_return_t{SAMPLED_T:g}"
+SAMPLED_METRIC = f"evals/t{SAMPLED_T:g}/reward_mean"  # the evaluator's key for it in metrics.jsonl
 FULL = dict(games=["default", "detective.z5", "zork1.z5"], seeds=[0, 1, 2], env_steps=20000, eval_every=2000)
 
 
@@ -307,9 +309,8 @@ def read_points(method: str, game: str, seed: int, exp: Path, started: float) ->
         return read_unizero_points(game, seed, exp / "lz" / "log" / "serial", started)
     from lzero_ext.utils.metrics import read_metrics
 
-    sampled = f"evals/t{SAMPLED_T:g}/reward_mean"
     return [Point(method, game, seed, int(r["step"]), r["time"] - started, float(r["evals/reward_mean"]),
-                  sampled_return=float(r[sampled]) if sampled in r else None)
+                  sampled_return=float(r[SAMPLED_METRIC]) if SAMPLED_METRIC in r else None)
             for r in read_metrics(exp / "log") if "evals/reward_mean" in r]
 
 
