@@ -10,8 +10,11 @@ transitions they are drawn without replacement. An empty buffer raises ``ValueEr
 
 Value targets: ``sum_{i<k} gamma^i r_{t+i} + gamma^k V(o_{t+k})`` with ``k = td_steps`` clipped at the end of the
 available data; ``V`` is the stored MCTS root value by default, or the value a target model gives when a
-``target_value_fn`` is passed. A terminal observation has value 0; when data stops without the episode ending, the
-bootstrap falls back to the last observation that has a value.
+``target_value_fn`` is passed. A terminal observation (victory, death) has value 0. An episode cut by the step limit
+(``truncated``) is not terminal: the world model sees no step counter, so a 0 there would be noise it cannot
+explain; its last observation is bootstrapped like data that stops mid-episode -- from the target network's value
+of that observation, or, with stored root values (which exist only for observations with a decision), from the
+last observation that has one.
 """
 from __future__ import annotations
 
@@ -304,7 +307,7 @@ class PriorZeroGameBuffer:
             cols['bootstrap_attention_masks'].append(arrays.attention_mask[b])
             cols['bootstrap_timesteps'].append(arrays.timesteps[b])
             cols['discounted_rewards'].append(float(np.sum(arrays.rewards[t:b] * gamma ** np.arange(k))))
-            cols['bootstrap_discounts'].append(0.0 if (b == n and segment.ends_episode) else gamma ** k)
+            cols['bootstrap_discounts'].append(0.0 if (b == n and segment.terminal) else gamma ** k)
             cols['root_values'].append(arrays.root_values[t])
             target = n_step_value_targets(segment, t, 1, td, gamma, None)[0]
             cols['default_advantages'].append(target - arrays.root_values[t])
@@ -379,12 +382,12 @@ def n_step_value_targets(
         if t >= n:
             break
         if model_values is None:
-            last = n if segment.ends_episode else n - 1  # root values exist for steps < n only
+            last = n if segment.terminal else n - 1  # root values exist for steps < n only
             b = min(t + td_steps, last)
             bootstrap = 0.0 if b >= n else float(arrays.root_values[b])
         else:
             b = min(t + td_steps, n)
-            bootstrap = 0.0 if (b == n and segment.ends_episode) else float(model_values[j])
+            bootstrap = 0.0 if (b == n and segment.terminal) else float(model_values[j])
         k = b - t
         rewards = arrays.rewards[t:b].astype(np.float64)
         targets[j] = float(np.sum(rewards * discount ** np.arange(k))) + discount ** k * bootstrap

@@ -17,6 +17,10 @@ steps are copied onto the end of the previous segment (``pad_over``), like Light
 So a training window that starts near the end of a segment still sees the true next observations, actions, visit
 targets and rewards, and its n-step value targets bootstrap from the true future.
 
+Episode ends: ``ends_episode`` says nothing follows the last observation; ``truncated`` says the episode was cut
+by the step limit while the game went on (Gymnasium's ``truncated``), so the last observation -- always stored,
+the ``n + 1``-th -- keeps its value for bootstrapping; ``terminal`` (ended and not truncated) means value 0 there.
+
 Text is stored as text (raw observation strings, action strings); per-candidate prompt token ids are never stored
 (the reference implementation ran out of memory that way).
 """
@@ -143,7 +147,8 @@ class PriorZeroGameSegment:
         self.rewards: list[float] = []
         self.history_prefix = HistoryPrefix()
         self.num_own_steps = 0
-        self.ends_episode = False  # True when the last observation is terminal (no value beyond it)
+        self.ends_episode = False  # True when the episode ends at the last observation (nothing follows it)
+        self.truncated = False  # ... and it ended on the step limit: the last observation still has a value
         self.arrays: _SegmentArrays | None = None
         self.text: _SegmentText | None = None
 
@@ -152,7 +157,7 @@ class PriorZeroGameSegment:
         self.observations = [first_observation]
         self.decisions, self.rewards = [], []
         self.history_prefix = history_prefix or HistoryPrefix()
-        self.num_own_steps, self.ends_episode, self.arrays, self.text = 0, False, None, None
+        self.num_own_steps, self.ends_episode, self.truncated, self.arrays, self.text = 0, False, False, None, None
 
     def append(self, decision: StepDecision, reward: float | np.ndarray, next_observation: StepObservation) -> None:
         """Record decision ``t`` at the current last observation, its reward, and observation ``t+1``."""
@@ -170,8 +175,15 @@ class PriorZeroGameSegment:
     def is_full(self) -> bool:
         return self.num_own_steps >= self.segment_length
 
-    def mark_episode_end(self) -> None:
+    def mark_episode_end(self, truncated: bool = False) -> None:
+        """The episode ends at the last observation: terminated (value 0 beyond it) or ``truncated`` (step limit)."""
         self.ends_episode = True
+        self.truncated = truncated
+
+    @property
+    def terminal(self) -> bool:
+        """The last observation is terminal: value targets bootstrap 0 there (a truncated end bootstraps its value)."""
+        return self.ends_episode and not self.truncated
 
     def pad_over(self, next_segment: "PriorZeroGameSegment") -> None:
         """Append the first ``pad_length`` steps of the following segment of the same episode."""
@@ -186,6 +198,7 @@ class PriorZeroGameSegment:
         self.rewards.extend(next_segment.rewards[:steps])
         self.observations.extend(next_segment.observations[1:steps + 1])
         self.ends_episode = next_segment.ends_episode and steps == len(next_segment.decisions)
+        self.truncated = self.ends_episode and next_segment.truncated
 
     def next_history_prefix(self, max_turns: int) -> HistoryPrefix:
         """History to hand to the segment that continues this one (last ``max_turns`` turns of the episode)."""
@@ -257,6 +270,7 @@ class PriorZeroGameSegment:
             pad_length=self.pad_length,
             num_own_steps=self.num_own_steps,
             ends_episode=self.ends_episode,
+            truncated=self.truncated,
             history_prefix=asdict(self.history_prefix),
             arrays=asdict(self.arrays),
             text=asdict(self.text),
@@ -268,6 +282,7 @@ class PriorZeroGameSegment:
         segment = cls(state['action_space_size'], state['segment_length'], state['pad_length'])
         segment.num_own_steps = int(state['num_own_steps'])
         segment.ends_episode = bool(state['ends_episode'])
+        segment.truncated = bool(state.get('truncated', False))  # checkpoints from before the flag: terminated
         segment.history_prefix = HistoryPrefix(**state['history_prefix'])
         segment.arrays = _SegmentArrays(**state['arrays'])
         segment.text = _SegmentText(**state['text'])
@@ -348,13 +363,18 @@ class SegmentBuilder:
         return leftovers
 
     def append(
-        self, decision: StepDecision, reward: float | np.ndarray, next_observation: StepObservation, done: bool
+        self, decision: StepDecision, reward: float | np.ndarray, next_observation: StepObservation, done: bool,
+        truncated: bool = False,
     ) -> list[PriorZeroGameSegment]:
+        """``done``: the episode ended with this step; ``truncated``: it ended on the step limit (the game goes on
+        beyond ``next_observation``, whose value the learner bootstraps from), else it terminated."""
         if self._current is None:
             raise RuntimeError("SegmentBuilder.append called before reset()")
+        if truncated and not done:
+            raise ValueError("SegmentBuilder.append: truncated=True needs done=True (truncation ends the episode)")
         self._current.append(decision, reward, next_observation)
         if done:
-            self._current.mark_episode_end()
+            self._current.mark_episode_end(truncated)
         ready: list[PriorZeroGameSegment] = []
         if self._pending is not None and (self._current.num_steps >= self.pad_length or done):
             self._pending.pad_over(self._current)

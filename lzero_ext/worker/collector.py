@@ -2,7 +2,8 @@
 
 Each step: gather every env's observation → one ``policy.forward`` (which makes ONE LLM prior call for all envs and
 ONE batched search) → step all envs → append to each env's :class:`~lzero_ext.buffer.game_segment.SegmentBuilder`.
-Completed (padded) segments are returned for the buffer. Episodes continue across ``collect`` calls, so long
+Completed (padded) segments are returned for the buffer; an episode that ends with ``info['truncated']`` (the step
+limit) is stored as truncated, so its targets bootstrap from the last observation instead of 0. Episodes continue across ``collect`` calls, so long
 text-game episodes are not cut by the collection budget.
 
 Works with DI-engine's serial pipeline (registered as ``priorzero`` in SERIAL_COLLECTOR_REGISTRY): ``policy`` may be
@@ -191,7 +192,10 @@ class PriorZeroCollector:
         state.episode_return += reward
         state.episode_steps += 1
         stats.env_steps += 1
-        ready = state.builder.append(decision, reward, next_obs, bool(timestep.done))
+        # Gymnasium's convention (envs that set neither flag count as terminated, DI-engine's meaning of done):
+        # a time-limit end keeps the value of the last observation in the targets.
+        truncated = bool(timestep.done) and bool(info.get('truncated', False)) and not info.get('terminated', False)
+        ready = state.builder.append(decision, reward, next_obs, bool(timestep.done), truncated)
         if timestep.done:
             self._dropped_in_a_row[env_id] = 0
             stats.episodes += 1

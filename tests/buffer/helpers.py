@@ -46,14 +46,17 @@ def reward_of(step: int) -> float:
 
 
 def play_episode(
-    builder: SegmentBuilder, num_steps: int, episode: int = 0, done: bool = True, with_prior: bool = True
+    builder: SegmentBuilder, num_steps: int, episode: int = 0, done: bool = True, with_prior: bool = True,
+    truncated: bool = False,
 ) -> list:
-    """Feed ``num_steps`` steps into ``builder``; returns the segments it hands over (flushing if not done)."""
+    """Feed ``num_steps`` steps into ``builder``; returns the segments it hands over (flushing if not done).
+    ``truncated``: the episode ends on the step limit instead of terminating."""
     segments = builder.reset(observation(0, episode))
     for step in range(num_steps):
         is_last = done and step == num_steps - 1
         segments += builder.append(
-            decision(step, episode, with_prior), reward_of(step), observation(step + 1, episode), is_last
+            decision(step, episode, with_prior), reward_of(step), observation(step + 1, episode), is_last,
+            truncated and is_last,
         )
     if not done:
         segments += builder.flush()

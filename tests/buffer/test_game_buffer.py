@@ -216,3 +216,73 @@ def test_llm_samples_map_action_indices_back_to_candidate_positions():
         assert sample.candidates[sample.action_index] == f"ep0 s{step} act{action_of(step)}"
         assert int(np.argmax(sample.visit_distribution)) == sample.action_index
         assert sample.visit_distribution.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("truncated", [False, True])
+def test_truncated_end_bootstraps_the_last_observation_and_terminated_end_bootstraps_zero(truncated):
+    """10 steps cut into segments of 8 (+ 7 padded): near the end, only the kind of ending changes the targets."""
+    steps = 10
+    buffer = make_buffer(num_unroll_steps=UNROLL, td_steps=TD)
+    builder = SegmentBuilder(ACTIONS, segment_length=8, pad_length=UNROLL + TD, history_length=3)
+    segments = play_episode(builder, steps, truncated=truncated)
+    assert [(s.num_own_steps, s.num_steps, s.ends_episode, s.truncated) for s in segments] == [
+        (8, 10, True, truncated), (2, 2, True, truncated)]
+    buffer.push_game_segments(segments)
+    # the padded segment holds the final observation o_10 (what a truncated end bootstraps from)
+    assert segments[0].text.raw_texts[-1] == segments[1].text.raw_texts[-1] == "ep0 obs 10"
+
+    def value_fn(request):
+        return request.observations[:, :, 1].astype(np.float32) * 100.0  # V(o_s) = 100 (s + 1)
+
+    batch = buffer.sample_world_model_batch(40, target_value_fn=value_fn)
+    checked = set()
+    for b in range(batch.batch_size):
+        for j in np.flatnonzero(batch.mask_padding[b]):
+            t = int(batch.timesteps[b, j])
+            if t >= 7:  # windows crossing the end: r_t + ... + r_9 then 0 (terminated) or gamma^k V(o_10)
+                k = steps - t
+                expected = sum(GAMMA ** i * reward_of(t + i) for i in range(k))
+                expected += GAMMA ** k * 1100.0 if truncated else 0.0
+                assert batch.target_values[b, j] == pytest.approx(expected, rel=1e-5)
+                checked.add(t)
+    assert checked == {7, 8, 9}
+    # worked example at t = 8: r8 = 0, r9 = 1 (9 % 3 == 0); truncated adds 0.81 * V(o_10) = 0.81 * 1100
+    target_8 = n_step_value_targets(segments[1], 0, 1, TD, GAMMA, np.array([1100.0]))[0]
+    assert target_8 == pytest.approx(GAMMA * 1.0 + (GAMMA ** 2 * 1100.0 if truncated else 0.0))
+
+    # LLM advantages: the same bootstrap discount (0 only for a terminated end)
+    def advantage_fn(request):
+        for t, discount in zip(request.timesteps, request.bootstrap_discounts):
+            crosses_end = t + TD >= steps
+            expected = GAMMA ** (min(t + TD, steps) - t) if (truncated or not crosses_end) else 0.0
+            assert discount == pytest.approx(expected)
+        return np.zeros(len(request.timesteps), dtype=np.float32)
+
+    buffer.sample_llm_batch(40, advantage_fn=advantage_fn)
+    # stored root values (no target model): a truncated end falls back to the last stored root value V(o_9) = 0.9
+    root_target_9 = n_step_value_targets(segments[1], 1, 1, TD, GAMMA, None)[0]
+    assert root_target_9 == pytest.approx(0.9 if truncated else reward_of(9))
+
+    # checkpoints keep the flag
+    restored = make_buffer()
+    restored.load_state_dict(pickle.loads(pickle.dumps(buffer.state_dict())))
+    assert [s.truncated for s in restored._segments] == [truncated, truncated]
+    again = restored.sample_world_model_batch(40, target_value_fn=value_fn)
+    assert again.target_values.shape == batch.target_values.shape
+
+
+def test_segments_saved_before_the_truncation_flag_load_as_terminated():
+    buffer = filled_buffer(num_steps=12)
+    state = buffer.state_dict()
+    for segment_state in state['segments']:
+        del segment_state['truncated']
+    restored = make_buffer()
+    restored.load_state_dict(state)
+    assert all(s.terminal for s in restored._segments if s.ends_episode)
+
+
+def test_builder_rejects_truncation_without_done():
+    builder = SegmentBuilder(ACTIONS, segment_length=8, pad_length=UNROLL + TD, history_length=3)
+    builder.reset(observation(0))
+    with pytest.raises(ValueError, match="truncated=True needs done=True"):
+        builder.append(decision(0), 0.0, observation(1), False, True)

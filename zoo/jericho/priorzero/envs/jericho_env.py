@@ -14,6 +14,9 @@ The obs dict's ``action_indices[k]`` is the discrete action of ``valid_actions[k
 stable hash of the command's text by default, see ``action_indices.py``; or the list position); an index that is
 none of them executes ``fallback_action`` (logged at debug level). A ``str`` action is executed verbatim
 (walkthroughs, experts).
+Episode ends follow Gymnasium's convention in ``info``: ``terminated`` (victory or death: the last observation
+has no future) or ``truncated`` (``max_steps`` reached in a live game: its future is cut, not absent; the value of
+the last observation still counts). ``done`` is True for both, so DI-engine's env managers reset the env.
 The emulator seed comes from the config (``seed``), not from DI-engine's ``seed()`` call: text games are
 deterministic given that seed, and ``seed()`` only seeds :meth:`random_action`.
 """
@@ -76,7 +79,7 @@ class PriorZeroJerichoEnv(BaseEnv):
         game_path=None,
         # (str|None) adapter metadata for games Jericho has no bindings for; None -> '<story>.json' beside it.
         game_metadata_path=None,
-        # (int) episode length limit in env steps (> 0).
+        # (int) episode length limit in env steps (> 0); reaching it ends the episode as truncated, not terminated.
         max_steps=100,
         # (int) size of the discrete action space (the world model's action vocabulary).
         action_space_size=20,
@@ -223,11 +226,16 @@ class PriorZeroJerichoEnv(BaseEnv):
         self._score = new_score
         self._episode_return += reward
         victory = self._backend.victory()
-        done = victory or self._backend.game_over() or self._timestep >= self._cfg.max_steps
-        self._raw_obs_text = self._observation_text(raw_text, done)
+        terminated = victory or self._backend.game_over()
+        truncated = not terminated and self._timestep >= self._cfg.max_steps
+        done = terminated or truncated
+        # A truncated episode's last observation is an ordinary state (the learner bootstraps from its value), so
+        # it is rendered like any other: look/inventory and valid actions included.
+        self._raw_obs_text = self._observation_text(raw_text, terminated)
         self._episode_done = done
-        self._refresh_valid_actions(done=done)
+        self._refresh_valid_actions(done=terminated)
         info = self._info(action_text, victory)
+        info["terminated"], info["truncated"] = terminated, truncated
         if done:
             info["eval_episode_return"] = self._episode_return
         return BaseEnvTimestep(self._make_obs(), np.array([reward], dtype=np.float32), done, info)
