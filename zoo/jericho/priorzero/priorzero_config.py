@@ -22,6 +22,7 @@ from easydict import EasyDict
 
 from lzero_ext.entry.schedule import TrainSchedule
 from lzero_ext.policy.priorzero_policy import SHARED_LLM_KEYS, PriorZeroPolicy
+from lzero_ext.policy.text_encoder import resolve_pretrained
 from lzero_ext.utils.config import deep_merge, merge_strict
 from lzero_ext.utils.config_types import check_value_types
 from lzero_ext.worker import collection
@@ -117,6 +118,8 @@ _DEBUG = dict(
 def _derive(cfg: EasyDict, user: Mapping[str, Any]) -> EasyDict:
     """Fill the values that must agree between components; refuse user values that contradict them."""
     env, policy = cfg.env, cfg.policy
+    if policy.model.encoder.pretrained is not None:  # a pretrained encoder reads its own tokenizer's ids
+        _set_derived(cfg, user, ('env', 'tokenizer_path'), resolve_pretrained(policy.model.encoder.pretrained))
     tokenizer = load_tokenizer(env.tokenizer_path)
     buffer = policy.other.replay_buffer
     derived = {
