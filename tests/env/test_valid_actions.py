@@ -8,7 +8,8 @@ import time
 import pytest
 
 from zoo.jericho.priorzero.envs.valid_actions import (
-    ValidActionGenerator, install_object_extractor, installed_spacy_model, make_rule_extractor,
+    FALLBACK_ACTIONS, RETRY_BACKOFF_MAX_VISITS, ValidActionGenerator, install_object_extractor, installed_spacy_model,
+    make_rule_extractor, retry_backoff_visits,
 )
 
 
@@ -30,6 +31,65 @@ def test_injected_hang_is_killed_and_the_episode_continues(make_env):
     assert timestep.info["valid_actions_source"] == "worker"
     assert "dig mound" in timestep.obs["valid_actions"]
     assert generator.stats.worker_starts == starts_before + 1
+
+
+def test_a_timed_out_state_is_retried_at_its_next_visit_not_cached(make_env):
+    env = make_env(valid_action_timeout_s=1.0)
+    env.reset()
+    generator = env.valid_action_generator
+    generator.inject_delay_once(60.0)
+    assert env.step("take shovel").info["valid_actions_source"] == "fallback"
+    state, world_hash = env._backend.get_state(), env._backend.world_state_hash()
+    retried = generator.get(state, world_hash)  # the same world state, visited again
+    assert retried.source == "worker" and len(retried.actions) > 1 and retried.actions != list(FALLBACK_ACTIONS)
+    assert generator.get(state, world_hash).source == "cache"  # generated actions are cached as before
+    assert generator.stats.timeouts == 1 and generator.stats.retry_successes == 1
+
+
+class _SlowGenerator(ValidActionGenerator):
+    """Fake worker: each ask for a state in ``slow`` sleeps past the timeout and fails; others answer at once."""
+
+    def __init__(self, slow: set[tuple], timeout_s: float = 0.05) -> None:
+        from zoo.jericho.priorzero.envs.game_backend import inspect_story
+        from zoo.jericho.priorzero.games import DEFAULT_GAME_PATH
+
+        super().__init__(inspect_story(DEFAULT_GAME_PATH), None, timeout_s=timeout_s, cache_size=8)
+        self.slow = slow
+        self.asked: list[tuple] = []
+
+    def _ask_worker(self, state: tuple) -> tuple[list[str], str]:
+        self.asked.append(state)
+        if state in self.slow:
+            time.sleep(self.timeout_s * 2)
+            self.stats.timeouts += 1
+            return list(FALLBACK_ACTIONS), "fallback"
+        return [f"act in {state[0]}"], "worker"
+
+
+def test_a_state_that_always_times_out_backs_off_with_bounded_retries():
+    generator = _SlowGenerator(slow={("hang",)})
+    sources = [generator.get(("hang",), "h-hang").source for _ in range(100)]
+    assert set(sources) == {"fallback"}
+    # asked at visits 1, 2, 4, 8, 16, 32, 64 (skips 0, 1, 3, 7, 15, 31 after failures 1..6), then every 33 visits
+    asked_at = [1, 2, 4, 8, 16, 32, 64, 97]
+    assert len(generator.asked) == len(asked_at) and generator.stats.timeouts == len(asked_at)
+    assert generator.stats.backoff_skips == 100 - len(asked_at)
+    assert [retry_backoff_visits(n) for n in range(1, 9)] == [0, 1, 3, 7, 15, 31, 32, 32]
+    assert retry_backoff_visits(50) == RETRY_BACKOFF_MAX_VISITS  # bounded: a lost state is still retried
+    # other states are unaffected and still cached
+    assert generator.get(("room",), "h-room").source == "worker"
+    assert generator.get(("room",), "h-room").source == "cache"
+
+
+def test_a_state_that_recovers_is_cached_and_its_failure_record_dropped(caplog):
+    generator = _SlowGenerator(slow={("busy",)})
+    with caplog.at_level("WARNING", logger="zoo.jericho.priorzero.envs.valid_actions"):
+        assert generator.get(("busy",), "h-busy").source == "fallback"
+    assert "used for this step only" in caplog.text and "retried at its next visit" in caplog.text
+    generator.slow.clear()  # the machine is no longer loaded
+    assert generator.get(("busy",), "h-busy").actions == ["act in busy"]
+    assert generator.get(("busy",), "h-busy").source == "cache"
+    assert generator.stats.retry_successes == 1 and not generator._failed
 
 
 def test_cache_answers_revisited_states(make_env):

