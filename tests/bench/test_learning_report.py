@@ -41,27 +41,28 @@ def test_summary_final_best_threshold_and_missing_method(learning):
     rows = learning.summary_rows(runs, ["default"], ["priorzero", "random", "unizero"],
                                  {("unizero", "default"): "exit 1: boom"}, limits)
     priorzero, random_row, unizero = rows
-    assert random_row[5] == "—"  # the random agent does not learn: no steps-to-threshold
+    assert random_row[7] == "—"  # the random agent does not learn: no steps-to-threshold
     assert priorzero[2] == "2.00 ± 1.41"  # final returns 3 and 1
-    assert priorzero[3] == "—"  # no sampled evaluation in these points
-    assert priorzero[4] == "2.00 @ 32"  # seed means 0, 2, 2: the first best
-    assert priorzero[5] == "32"  # first mean >= 1.5
-    assert priorzero[6] == "30"
+    assert priorzero[3] == priorzero[4] == priorzero[5] == "—"  # no sampled evaluation, score, training return
+    assert priorzero[6] == "2.00 @ 32"  # seed means 0, 2, 2: the first best
+    assert priorzero[7] == "32"  # first mean >= 1.5
+    assert priorzero[8] == "30"
     assert unizero[2] == "not run: exit 1: boom"
+    assert len(unizero) == len(priorzero) == learning.SUMMARY_HEADER.count("|") - 1
 
 
 def test_threshold_never_reached_and_given_threshold(learning):
     runs = learning.by_run(_points(learning, "priorzero", {0: [0.0, 1.0]}))
     rows = learning.summary_rows(runs, ["default"], ["priorzero"], {}, learning.thresholds(runs, ["default"], 5.0))
-    assert rows[0][5] == "never"
-    assert rows[0][7] == "1 / 32"
+    assert rows[0][7] == "never"
+    assert rows[0][9] == "1 / 32"
 
 
 def test_a_failed_run_with_points_is_marked_incomplete(learning):
     runs = learning.by_run(_points(learning, "unizero", {0: [2.0]}))
     rows = learning.summary_rows(runs, ["default"], ["unizero"], {("unizero", "default"): "exit timeout: (see x)"},
                                  {"default": 1.0})
-    assert rows[0][7] == "1 / 0 (incomplete: exit timeout)"
+    assert rows[0][9] == "1 / 0 (incomplete: exit timeout)"
 
 
 def test_unizero_points_read_from_lightzero_tensorboard_events(learning, tmp_path):
@@ -163,13 +164,13 @@ def test_priorzero_runs_also_score_the_sampled_policy_and_it_is_read_back(learni
     from lzero_ext.utils.metrics import MetricsLogger
 
     args = learning.parse_args(["--env-steps", "64", "--eval-every", "32"])
-    frozen = learning.priorzero_overrides(args, 32, frozen=True)
+    frozen = learning.priorzero_overrides(args, 32, "priorzero_frozen")
     assert frozen["policy"]["eval"]["evaluator"]["extra_temperatures"] == [learning.SAMPLED_T]
     assert frozen["policy"]["llm"]["train"] is False and frozen["train"]["max_iter"] == 2
-    assert "llm" not in learning.priorzero_overrides(args, 32, frozen=False)["policy"]
+    assert "llm" not in learning.priorzero_overrides(args, 32, "priorzero")["policy"]
     args = learning.parse_args(["--env-steps", "64", "--eval-every", "32", "--priorzero-override",
                                 '{"policy": {"llm": {"trainer": {"kl_coef": 0.5}}}, "train": {"save_freq": 5}}'])
-    variant = learning.priorzero_overrides(args, 32, frozen=True)
+    variant = learning.priorzero_overrides(args, 32, "priorzero_frozen")
     assert variant["policy"]["llm"] == {"train": False, "trainer": {"kl_coef": 0.5}} and variant["train"]["save_freq"] == 5
     assert variant["policy"]["eval"]["evaluator"]["extra_temperatures"] == [learning.SAMPLED_T]
     logger = MetricsLogger(tmp_path / "log")
