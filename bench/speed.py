@@ -146,7 +146,7 @@ def llm_size(trainer, cfg) -> tuple[int | None, int | None]:
     embedding = prior.model.get_input_embeddings().weight
     params = sum(p.numel() for p in prior.model.parameters() if p is not embedding)
     candidates = max_candidates(cfg.env.action_space_size, cfg.env.action_index_mode, cfg.env.max_valid_actions)
-    tokens = int(cfg.policy.llm.prior.max_prompt_tokens) + candidates * TOKENS_PER_CANDIDATE
+    tokens = int(cfg.policy.llm.prompt.max_prompt_tokens) + candidates * TOKENS_PER_CANDIDATE
     return params, tokens
 
 

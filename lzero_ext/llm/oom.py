@@ -20,8 +20,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 GENERAL_ADVICE = (
-    "use LoRA (policy.llm.trainer.use_lora=True), shorter prompts (policy.llm.prior.max_prompt_tokens / "
-    "history_turns and the trainer's matching keys), a smaller LLM (--llm-path), or a card with more free memory"
+    "use LoRA (policy.llm.trainer.use_lora=True), shorter prompts (policy.llm.prompt.max_prompt_tokens / "
+    "history_turns), a smaller LLM (--llm-path), or a card with more free memory"
 )
 
 

@@ -20,9 +20,16 @@ import torch
 from lzero_ext.import_utils import is_available, require
 from lzero_ext.llm.loading import load_model_and_tokenizer, resolve_model_path
 from lzero_ext.llm.oom import retry_on_oom
-from lzero_ext.llm.prompt import DEFAULT_SYSTEM_PROMPT, PromptBuilder
+from lzero_ext.llm.prompt import PROMPT_CONFIG, PromptBuilder
 from lzero_ext.llm.fused_ops import fuse_norms_and_mlp
-from lzero_ext.llm.scoring import SCORING_MODES, resolve_scoring_mode, score_candidates, tokenize_for_scoring
+from lzero_ext.llm.scoring import (
+    SCORING_MODES,
+    ContentFreeCache,
+    check_score_rule,
+    resolve_scoring_mode,
+    score_candidates,
+    tokenize_for_scoring,
+)
 from lzero_ext.llm.types import PriorRequest, PriorResult
 from lzero_ext.utils.config import merge_strict
 
@@ -50,20 +57,17 @@ class LLMPrior(abc.ABC):
         dtype="auto",
         # (float) Softmax temperature over candidates, > 0; scores are divided by it before normalising.
         temperature=1.0,
-        # (bool) Score = mean instead of sum of the candidate's token log-probs.
-        length_normalize=False,
         # (bool) End every candidate with EOS, so an action that is a prefix of another is not favoured.
         append_eos=True,
-        # (int) Token budget of the prompt; the oldest history turns are dropped first.
-        max_prompt_tokens=1024,
-        # (int) How many past turns the prompt shows at most.
-        history_turns=4,
-        # (str) System message (or plain-text preamble) of the prompt.
-        system_prompt=DEFAULT_SYSTEM_PROMPT,
+        # Prompt settings, one commented default each in PROMPT_CONFIG (llm/prompt.py): system_prompt,
+        # history_turns, max_prompt_tokens, score_rule. PriorZero's config sets them once, in policy.llm.prompt.
+        **PROMPT_CONFIG,
         # (int) States per forward pass of the transformers backend.
         micro_batch_states=32,
         # (int) Entries of the LRU cache keyed by (prompt, candidates); 0 disables it.
         cache_size=4096,
+        # (int) score_rule='pmi': candidates whose content-free log-prob is kept (per weights version).
+        content_free_cache_size=65536,
         # (str) Shared-prefix scorer: 'auto' (= 'lean' if the model is Qwen2/Llama-like, else 'prefix_cache'),
         # 'lean', 'prefix_cache' (HF forward: prefill + packed candidates) or 'packed' (HF forward, one pass).
         scoring_mode="auto",
@@ -91,8 +95,11 @@ class LLMPrior(abc.ABC):
             raise ValueError(
                 f"llm_prior.scoring_mode must be 'auto' or one of {SCORING_MODES}, got {self.cfg.scoring_mode!r}"
             )
+        check_score_rule(self.cfg.score_rule, "llm_prior.score_rule")
         self.weights_version = 0
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], np.ndarray] = OrderedDict()
+        # score_rule='pmi': content-free log-probs per candidate, for the current weights version.
+        self.content_free = ContentFreeCache(self.cfg.content_free_cache_size)
         self.prompt_builder: PromptBuilder | None = None
 
     def score(self, requests: Sequence[PriorRequest]) -> list[PriorResult]:
@@ -125,12 +132,21 @@ class LLMPrior(abc.ABC):
     def sync_from(self, trainer: "LLMTrainer") -> None:
         """Take the trainer's current weights and version."""
         self.load_weights(trainer.merged_state_dict())
+        self.content_free.clear()  # a checkpoint load can change the weights under an unchanged version
         self._set_version(trainer.version)
 
     def _set_version(self, version: int) -> None:
         if version != self.weights_version:
             self._cache.clear()
+            self.content_free.clear()
         self.weights_version = version
+
+    def _content_free_args(self) -> dict:
+        """What the scorer needs for score_rule='pmi' (nothing for the other rules)."""
+        if self.cfg.score_rule != "pmi":
+            return {}
+        return dict(content_free_prompt=self.prompt_builder.content_free_prompt,
+                    calibration=self.content_free.sync(self.weights_version))
 
     def _normalise(self, raw: np.ndarray) -> np.ndarray:
         scaled = torch.as_tensor(raw, dtype=torch.float64) / self.cfg.temperature
@@ -164,9 +180,7 @@ class TransformersPrior(LLMPrior):
             fuse_norms_and_mlp(model)
         self.scoring_mode = resolve_scoring_mode(model, self.cfg.scoring_mode, training=False)
         self._compile_layers = bool(self.cfg.compile_layers)
-        self.prompt_builder = PromptBuilder(
-            tokenizer, self.cfg.max_prompt_tokens, self.cfg.history_turns, self.cfg.system_prompt
-        )
+        self.prompt_builder = PromptBuilder.from_config(tokenizer, self.cfg)
 
     @classmethod
     def from_trainer(cls, trainer: "LLMTrainer", cfg: Mapping | None = None) -> "TransformersPrior":
@@ -195,7 +209,7 @@ class TransformersPrior(LLMPrior):
     def _score(self, prompts: list[str], candidates: list[list[str]]) -> list[torch.Tensor]:
         def run(compiled: bool) -> list[torch.Tensor]:
             return score_candidates(
-                self.model, self.tokenizer, prompts, candidates, self.cfg.length_normalize,
+                self.model, self.tokenizer, prompts, candidates, self.cfg.score_rule, **self._content_free_args(),
                 append_eos=self.cfg.append_eos, mode=self.scoring_mode,
                 max_states_per_forward=self.cfg.micro_batch_states, compiled=compiled,
             )
@@ -231,6 +245,7 @@ class TransformersPrior(LLMPrior):
     def sync_from(self, trainer: "LLMTrainer") -> None:
         if trainer.model is not self.model:  # a separate copy (e.g. another device or dtype): copy merged weights
             self.model.load_state_dict(trainer.merged_state_dict())
+        self.content_free.clear()  # a checkpoint load can change the weights under an unchanged version
         self._set_version(trainer.version)
 
 
@@ -258,22 +273,31 @@ class VLLMPrior(LLMPrior):
         )
         self._sampling_params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
         self.tokenizer = self._llm.get_tokenizer()
-        self.prompt_builder = PromptBuilder(
-            self.tokenizer, self.cfg.max_prompt_tokens, self.cfg.history_turns, self.cfg.system_prompt
-        )
+        self.prompt_builder = PromptBuilder.from_config(self.tokenizer, self.cfg)
 
     def _score_prompts(self, prompts: list[str], candidates: list[list[str]]) -> list[np.ndarray]:
         prompt_ids, candidate_ids = tokenize_for_scoring(self.tokenizer, prompts, candidates, self.cfg.append_eos)
-        inputs = [{"prompt_token_ids": p + c} for p, cands in zip(prompt_ids, candidate_ids) for c in cands]
+        sums = self._summed_logprobs(prompt_ids, candidate_ids)
+        if self.cfg.score_rule == "mean":
+            sums = [s / np.array([len(c) for c in cands]) for s, cands in zip(sums, candidate_ids)]
+        elif self.cfg.score_rule == "pmi":
+            content_free_ids = self.tokenizer(self.prompt_builder.content_free_prompt)["input_ids"]
+            terms = self.content_free.sync(self.weights_version).terms(content_free_ids, candidate_ids,
+                                                                       self._summed_logprobs)
+            sums = [s - t for s, t in zip(sums, terms)]
+        return [np.asarray(s, dtype=np.float32) for s in sums]
+
+    def _summed_logprobs(self, prompt_ids: list[list[int]], candidate_ids: list[list[list[int]]]) -> list[np.ndarray]:
+        """Summed log-prob of each candidate's tokens after its prompt, from vLLM's prompt log-probs."""
+        inputs = [{"prompt_token_ids": list(p) + list(c)} for p, cands in zip(prompt_ids, candidate_ids) for c in cands]
         outputs = iter(self._llm.generate(inputs, self._sampling_params, use_tqdm=False))
         results = []
         for prompt, cands in zip(prompt_ids, candidate_ids):
             scores = []
             for tokens in cands:
                 position_logprobs = next(outputs).prompt_logprobs[len(prompt):]
-                total = sum(entry[token].logprob for entry, token in zip(position_logprobs, tokens))
-                scores.append(total / len(tokens) if self.cfg.length_normalize else total)
-            results.append(np.asarray(scores, dtype=np.float32))
+                scores.append(sum(entry[token].logprob for entry, token in zip(position_logprobs, tokens)))
+            results.append(np.asarray(scores, dtype=np.float64))
         return results
 
     def load_weights(self, state_dict_or_model: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:

@@ -3,12 +3,18 @@
 Upstream truncated the tokenised chat on the right, which cut the current observation and the assistant header when a
 long history overflowed the budget. Here the oldest history turns are dropped first; if the system text, the current
 observation and the action list alone exceed the budget, that is an error rather than a silently broken prompt.
+
+``PROMPT_CONFIG`` is the one prompt-settings section (``policy.llm.prompt`` in PriorZero's config): the prior, the
+trainer and the workers that keep histories all read it, so the prompts the prior scored are the prompts training
+rebuilds.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import cached_property
 
+from lzero_ext.llm.scoring import check_score_rule
 from lzero_ext.llm.types import Turn
 
 logger = logging.getLogger(__name__)
@@ -17,6 +23,23 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are playing a text adventure game. Read the recent history and the current observation, "
     "then choose the best next action from the list of valid actions. Answer with the action only."
 )
+
+
+# The neutral placeholder that stands for the observation and the action list in the content-free prompt.
+CONTENT_FREE_TEXT = "N/A"
+
+PROMPT_CONFIG = dict(
+    # (str) System message (or plain-text preamble) of the prompt.
+    system_prompt=DEFAULT_SYSTEM_PROMPT,
+    # (int) How many past turns the prompt shows at most (the collector, evaluator and replay buffer keep as many).
+    history_turns=4,
+    # (int) Token budget of the prompt; the oldest history turns are dropped first.
+    max_prompt_tokens=1024,
+    # (str) Candidate score: 'sum' (summed token log-probs), 'mean' (per token) or 'pmi' (summed log-prob minus its
+    # log-prob after the content-free prompt, which removes the preference for short actions; see llm/scoring.py).
+    score_rule="sum",
+)
+PROMPT_KEYS = tuple(PROMPT_CONFIG)
 
 
 class PromptTooLongError(ValueError):
@@ -41,6 +64,22 @@ class PromptBuilder:
         self.system_prompt = system_prompt
         self.uses_chat_template = bool(tokenizer.chat_template)
 
+    @classmethod
+    def from_config(cls, tokenizer, cfg: Mapping) -> "PromptBuilder":
+        """Build from a config holding the ``PROMPT_CONFIG`` keys (``score_rule`` is checked, not used here)."""
+        check_score_rule(cfg["score_rule"], "score_rule")
+        return cls(tokenizer, cfg["max_prompt_tokens"], cfg["history_turns"], cfg["system_prompt"])
+
+    @cached_property
+    def content_free_prompt(self) -> str:
+        """The prompt with no state: same template and system prompt, no history, and ``CONTENT_FREE_TEXT`` in place
+        of the observation and of the action list.
+
+        The action list is left out too, so the term depends on the candidate's text alone and is cached per
+        candidate (one scoring per weights version, not one per state); the 'pmi' rule subtracts it.
+        """
+        return self._render([], CONTENT_FREE_TEXT, None)
+
     def build(self, history: Sequence[Turn], observation: str, candidates: Sequence[str]) -> str:
         """Return the prompt with as many of the last ``history_turns`` turns as fit in ``max_prompt_tokens``."""
         if not candidates:
@@ -62,7 +101,7 @@ class PromptBuilder:
     def count_tokens(self, prompt: str) -> int:
         return len(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
 
-    def _render(self, turns: Sequence[Turn], observation: str, candidates: Sequence[str]) -> str:
+    def _render(self, turns: Sequence[Turn], observation: str, candidates: Sequence[str] | None) -> str:
         user_text = self._user_text(turns, observation, candidates)
         if self.uses_chat_template:
             messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user_text}]
@@ -70,7 +109,7 @@ class PromptBuilder:
         return f"{self.system_prompt}\n\n{user_text}\n\nAction: "
 
     @staticmethod
-    def _user_text(turns: Sequence[Turn], observation: str, candidates: Sequence[str]) -> str:
+    def _user_text(turns: Sequence[Turn], observation: str, candidates: Sequence[str] | None) -> str:
         parts = []
         if turns:
             lines = ["Recent history:"]
@@ -80,5 +119,8 @@ class PromptBuilder:
                     lines.append(f"Action: {turn.action} (reward {turn.reward:g})")
             parts.append("\n".join(lines))
         parts.append(f"Current observation:\n{observation.strip()}")
-        parts.append("Valid actions:\n" + "\n".join(f"- {candidate}" for candidate in candidates))
+        if candidates is None:
+            parts.append(f"Valid actions:\n{CONTENT_FREE_TEXT}")
+        else:
+            parts.append("Valid actions:\n" + "\n".join(f"- {candidate}" for candidate in candidates))
         return "\n\n".join(parts)

@@ -1,7 +1,18 @@
 """Score candidate actions under a causal LM, paying one prompt prefill per state instead of one per candidate.
 
-A candidate's score is the summed (optionally length-normalised) log-probability of its own tokens after the prompt,
-in fp32. The shared-prefix scorer encodes each prompt once and scores all of its candidates in the same batch:
+A candidate's score follows a scoring rule (``SCORE_RULES``), all in fp32:
+
+* ``'sum'``: the summed log-probability of its own tokens after the prompt, log p(c | prompt);
+* ``'mean'``: that sum divided by the candidate's token count;
+* ``'pmi'``: log p(c | prompt) - log p(c | content-free prompt), the pointwise mutual information between the
+  candidate and the state. Summed and mean log-probs both rank candidates mostly by length (every token costs
+  probability); subtracting what the model thinks of the candidate with no state at all removes that surface-form
+  preference (Holtzman et al. 2021, "surface form competition"; Zhao et al. 2021, "Calibrate before use"). The
+  content-free term does not depend on the state, so :class:`ContentFreeCache` keeps it per candidate and weights
+  version; it is computed without gradients and in eval mode (no dropout), so training shapes the conditional
+  log-prob only.
+
+The shared-prefix scorer encodes each prompt once and scores all of its candidates in the same batch:
 
 * ``mode="prefix_cache"`` (default): the right-padded prompts are prefilled with plain causal attention (fast
   kernels, no mask), then all candidates of a state are packed into one continuation that reuses the prompt's
@@ -19,8 +30,10 @@ This module imports only numpy, torch and transformers, so the GPU benchmark can
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import inspect
 import itertools
@@ -36,7 +49,73 @@ from lzero_ext.llm.lean_forward import check_lean_support, lean_continue, lean_p
 logger = logging.getLogger(__name__)
 
 SCORING_MODES = ("prefix_cache", "packed", "lean")
+SCORE_RULES = ("sum", "mean", "pmi")
 _LOGIT_CHUNK_ROWS = 1024
+_CONTENT_FREE_CANDIDATES_PER_ROW = 64  # content-free scoring packs this many candidates after one copy of the prompt
+
+
+def check_score_rule(score_rule: str, where: str = "score_rule") -> str:
+    """Return ``score_rule`` if it is one of ``SCORE_RULES``; the old boolean ``length_normalize`` is refused."""
+    if isinstance(score_rule, bool) or score_rule not in SCORE_RULES:
+        raise ValueError(f"{where} must be one of {SCORE_RULES} ('mean' replaces length_normalize=True), "
+                         f"got {score_rule!r}")
+    return score_rule
+
+
+ScoreFn = Callable[[Sequence[Sequence[int]], Sequence[Sequence[Sequence[int]]]], Sequence[Any]]
+
+
+class ContentFreeCache:
+    """log p(candidate | content-free prompt) by candidate token ids, for one content-free prompt and weights version.
+
+    The term does not depend on the state, so each distinct candidate is scored once per weights version, however
+    many states list it. ``sync(version)`` drops everything when the weights changed; at most ``max_entries`` are
+    kept (the oldest go first).
+    """
+
+    def __init__(self, max_entries: int = 65536) -> None:
+        self.max_entries = max_entries
+        self.version: int | None = None
+        self.prompt_ids: tuple[int, ...] | None = None
+        self._terms: OrderedDict[tuple[int, ...], float] = OrderedDict()
+        self.scored = 0  # candidates scored under the content-free prompt since creation (for tests and benches)
+
+    def sync(self, version: int) -> "ContentFreeCache":
+        if version != self.version:
+            self._terms.clear()
+            self.version = version
+        return self
+
+    def clear(self) -> None:
+        self._terms.clear()
+
+    def __len__(self) -> int:
+        return len(self._terms)
+
+    def terms(self, prompt_ids: Sequence[int], candidate_ids: Sequence[Sequence[Sequence[int]]],
+              score_fn: ScoreFn) -> list[np.ndarray]:
+        """Per state, float64 [K] content-free log-probs; ``score_fn(prompts, candidates)`` scores the missing ones
+        (summed log-probs, one row of candidates per prompt copy)."""
+        prompt_key = tuple(prompt_ids)
+        if prompt_key != self.prompt_ids:
+            self._terms.clear()
+            self.prompt_ids = prompt_key
+        wanted = [tuple(c) for cands in candidate_ids for c in cands]
+        missing = list(dict.fromkeys(c for c in wanted if c not in self._terms))
+        rows = [missing[i:i + _CONTENT_FREE_CANDIDATES_PER_ROW]
+                for i in range(0, len(missing), _CONTENT_FREE_CANDIDATES_PER_ROW)]
+        if rows:
+            scores = score_fn([list(prompt_ids)] * len(rows), [[list(c) for c in row] for row in rows])
+            for row, row_scores in zip(rows, scores):
+                values = torch.as_tensor(row_scores).detach().double().cpu().tolist()
+                self._terms.update(zip(row, values))
+            self.scored += len(missing)
+        result = [np.array([self._terms[tuple(c)] for c in cands], dtype=np.float64) for cands in candidate_ids]
+        for key in dict.fromkeys(wanted):
+            self._terms.move_to_end(key)
+        while len(self._terms) > self.max_entries:
+            self._terms.popitem(last=False)
+        return result
 
 
 @dataclass
@@ -113,27 +192,47 @@ def score_candidates(
     tokenizer,
     prompts: Sequence[str],
     candidates: Sequence[Sequence[str]],
-    length_normalize: bool = False,
+    score_rule: str = "sum",
     *,
+    content_free_prompt: str | None = None,
+    calibration: ContentFreeCache | None = None,
     append_eos: bool = True,
     mode: str = "prefix_cache",
     max_states_per_forward: int | None = None,
     compiled: bool = False,
 ) -> list[torch.Tensor]:
-    """Per state, an fp32 tensor [K] of candidate log-likelihoods, with gradients if grad mode is on."""
+    """Per state, an fp32 tensor [K] of candidate scores under ``score_rule``, with gradients if grad mode is on.
+
+    ``'pmi'`` needs ``content_free_prompt`` (see :meth:`PromptBuilder.content_free_prompt`); ``calibration`` caches
+    its terms across calls (the caller syncs it to the weights version).
+    """
     prompt_ids, candidate_ids = tokenize_for_scoring(tokenizer, prompts, candidates, append_eos)
     return score_candidate_ids(
-        model, prompt_ids, candidate_ids, length_normalize, mode=mode, max_states_per_forward=max_states_per_forward,
-        compiled=compiled,
+        model, prompt_ids, candidate_ids, score_rule, content_free_ids=_content_free_ids(tokenizer, content_free_prompt),
+        calibration=calibration, mode=mode, max_states_per_forward=max_states_per_forward, compiled=compiled,
     )
+
+
+def _content_free_ids(tokenizer, content_free_prompt: str | None) -> list[int] | None:
+    if content_free_prompt is None:
+        return None
+    return list(tokenizer(content_free_prompt, add_special_tokens=True)["input_ids"])
+
+
+def _require_content_free(score_rule: str, content_free_ids: Sequence[int] | None) -> None:
+    check_score_rule(score_rule)
+    if score_rule == "pmi" and not content_free_ids:
+        raise ValueError("score_rule='pmi' needs the content-free prompt (content_free_prompt / content_free_ids)")
 
 
 def score_candidate_ids(
     model,
     prompt_ids: Sequence[Sequence[int]],
     candidate_ids: Sequence[Sequence[Sequence[int]]],
-    length_normalize: bool = False,
+    score_rule: str = "sum",
     *,
+    content_free_ids: Sequence[int] | None = None,
+    calibration: ContentFreeCache | None = None,
     mode: str = "prefix_cache",
     max_states_per_forward: int | None = None,
     compiled: bool = False,
@@ -142,6 +241,36 @@ def score_candidate_ids(
 
     ``compiled`` (lean mode on CUDA only) runs the decoder layers through ``torch.compile``.
     """
+    _require_content_free(score_rule, content_free_ids)
+    results = _score_ids(model, prompt_ids, candidate_ids, "mean" if score_rule == "mean" else "sum", mode,
+                         max_states_per_forward, compiled)
+    if score_rule != "pmi":
+        return results
+
+    def score_fn(prompts, cands):
+        return _score_ids(model, prompts, cands, "sum", mode, max_states_per_forward, compiled)
+
+    terms = _content_free_terms(model, content_free_ids, candidate_ids, calibration, score_fn)
+    return [scores - torch.as_tensor(term, dtype=scores.dtype, device=scores.device)
+            for scores, term in zip(results, terms)]
+
+
+def _content_free_terms(model, content_free_ids: Sequence[int], candidate_ids: Sequence[Sequence[Sequence[int]]],
+                        calibration: ContentFreeCache | None, score_fn: ScoreFn) -> list[np.ndarray]:
+    """The calibration term of every candidate: no gradient, eval mode (no dropout), through ``calibration``."""
+    cache = calibration if calibration is not None else ContentFreeCache()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return cache.terms(content_free_ids, candidate_ids, score_fn)
+    finally:
+        model.train(was_training)
+
+
+def _score_ids(model, prompt_ids, candidate_ids, score_rule: str, mode: str, max_states_per_forward: int | None,
+               compiled: bool) -> list[torch.Tensor]:
+    """Shared-prefix scores under 'sum' or 'mean'."""
     if mode not in SCORING_MODES:
         raise ValueError(f"Unknown scoring mode {mode!r}; choose one of {SCORING_MODES}")
     _check_inputs(model, prompt_ids, candidate_ids)
@@ -156,7 +285,7 @@ def score_candidate_ids(
     for start in range(0, len(order), step):
         chunk = order[start:start + step]
         layout = _build_layout([prompt_ids[i] for i in chunk], [candidate_ids[i] for i in chunk], _device_of(model))
-        for index, scores in zip(chunk, _score_layout(model, layout, length_normalize, mode, compiled)):
+        for index, scores in zip(chunk, _score_layout(model, layout, score_rule == "mean", mode, compiled)):
             results[index] = scores
     return results  # type: ignore[return-value]
 
@@ -166,24 +295,29 @@ def naive_score_candidates(
     tokenizer,
     prompts: Sequence[str],
     candidates: Sequence[Sequence[str]],
-    length_normalize: bool = False,
+    score_rule: str = "sum",
     *,
+    content_free_prompt: str | None = None,
     append_eos: bool = True,
     max_sequences_per_forward: int = 64,
 ) -> list[torch.Tensor]:
     """Reference scorer: one full ``prompt + candidate`` sequence per candidate (K prefills per state)."""
     prompt_ids, candidate_ids = tokenize_for_scoring(tokenizer, prompts, candidates, append_eos)
-    return naive_score_candidate_ids(model, prompt_ids, candidate_ids, length_normalize, max_sequences_per_forward)
+    return naive_score_candidate_ids(model, prompt_ids, candidate_ids, score_rule, max_sequences_per_forward,
+                                     content_free_ids=_content_free_ids(tokenizer, content_free_prompt))
 
 
 def naive_score_candidate_ids(
     model,
     prompt_ids: Sequence[Sequence[int]],
     candidate_ids: Sequence[Sequence[Sequence[int]]],
-    length_normalize: bool = False,
+    score_rule: str = "sum",
     max_sequences_per_forward: int = 64,
+    *,
+    content_free_ids: Sequence[int] | None = None,
 ) -> list[torch.Tensor]:
-    """Token-id version of :func:`naive_score_candidates`."""
+    """Token-id version of :func:`naive_score_candidates` (no cache: the content-free terms are scored each call)."""
+    _require_content_free(score_rule, content_free_ids)
     _check_inputs(model, prompt_ids, candidate_ids)
     device = _device_of(model)
     pairs = [(list(p), list(c)) for p, cands in zip(prompt_ids, candidate_ids) for c in cands]
@@ -191,8 +325,12 @@ def naive_score_candidate_ids(
     for start in range(0, len(pairs), max_sequences_per_forward):
         flat_scores.append(_naive_chunk(model, pairs[start:start + max_sequences_per_forward], device))
     scores = torch.cat(flat_scores)
-    if length_normalize:
+    if score_rule == "mean":
         scores = scores / torch.tensor([len(c) for _, c in pairs], dtype=torch.float32, device=device)
+    elif score_rule == "pmi":
+        unconditional = naive_score_candidate_ids(model, [list(content_free_ids)], [[c for _, c in pairs]], "sum",
+                                                  max_sequences_per_forward)[0]
+        scores = scores - unconditional.detach()
     return list(torch.split(scores, [len(cands) for cands in candidate_ids]))
 
 
@@ -348,7 +486,7 @@ def _as_attention_mask(model, allowed: torch.Tensor) -> torch.Tensor:
 
 
 def _score_layout(
-    model, layout: _PackedLayout, length_normalize: bool, mode: str, compiled: bool = False
+    model, layout: _PackedLayout, per_token: bool, mode: str, compiled: bool = False
 ) -> list[torch.Tensor]:
     decoder = model.get_decoder()
     batch = layout.prompt_ids.shape[0]
@@ -404,7 +542,7 @@ def _score_layout(
     scores = torch.zeros(len(layout.first_state), dtype=torch.float32, device=rows.device).index_add(
         0, owners, token_logprobs
     )
-    if length_normalize:
+    if per_token:
         scores = scores / layout.candidate_lengths.to(torch.float32)
     return list(torch.split(scores, layout.num_candidates))
 

@@ -13,6 +13,10 @@ scorer, with gradients):
 
 Total = sft_weight * sft + rl_weight * rl + kl_coef * kl. Full fine-tuning or LoRA (peft), AdamW, gradient
 accumulation over ``grad_accum`` calls, clipping, warm-up and cosine/linear decay. After every optimiser step the
+With ``score_rule='pmi'`` q is the softmax of log p(c | prompt) - log p(c | content-free prompt); the content-free
+term is computed under the current model without gradient (in eval mode, cached per weights version), so SFT and
+PPO shape the conditional log-prob only, and the KL's reference distribution uses the reference model's own term.
+
 version bumps and attached priors sync (by reference when they share the model object).
 """
 from __future__ import annotations
@@ -32,9 +36,9 @@ import torch
 from lzero_ext.import_utils import require
 from lzero_ext.llm.loading import load_model_and_tokenizer
 from lzero_ext.llm.oom import retry_on_oom
-from lzero_ext.llm.prompt import DEFAULT_SYSTEM_PROMPT, PromptBuilder
+from lzero_ext.llm.prompt import PROMPT_CONFIG, PromptBuilder
 from lzero_ext.llm.fused_ops import fuse_norms_and_mlp
-from lzero_ext.llm.scoring import SCORING_MODES, resolve_scoring_mode, score_candidates
+from lzero_ext.llm.scoring import SCORING_MODES, ContentFreeCache, check_score_rule, resolve_scoring_mode, score_candidates
 from lzero_ext.llm.types import LLMSample
 from lzero_ext.utils.config import merge_strict
 from lzero_ext.utils.lr_schedule import build_scheduler, check_schedule
@@ -98,20 +102,16 @@ class LLMTrainer:
         dual_clip=3.0,
         # (float) Temperature of the candidate distribution; must equal the prior's for valid PPO ratios.
         temperature=1.0,
-        # (bool) Mean instead of sum of a candidate's token log-probs (must match the prior).
-        length_normalize=False,
         # (bool) End candidates with EOS (must match the prior).
         append_eos=True,
         # (bool) GRPO-style: z-score advantages within each group_id (singleton groups get 0).
         group_normalize_advantages=False,
         # (int) States per forward/backward pass.
         micro_batch_size=8,
-        # (int) Prompt token budget (must match the prior so training sees the prompts the prior scored).
-        max_prompt_tokens=1024,
-        # (int) Past turns shown in the prompt (must match the prior).
-        history_turns=4,
-        # (str) System message of the prompt (must match the prior).
-        system_prompt=DEFAULT_SYSTEM_PROMPT,
+        # Prompt settings, one commented default each in PROMPT_CONFIG (llm/prompt.py): system_prompt,
+        # history_turns, max_prompt_tokens, score_rule. They must match the prior's, so training rebuilds the prompts
+        # the prior scored; PriorZero's config sets them once, in policy.llm.prompt.
+        **PROMPT_CONFIG,
         # (str) Shared-prefix scorer used with gradients: 'auto' (= 'lean' if supported, else 'prefix_cache'),
         # 'lean', 'prefix_cache' or 'packed'.
         scoring_mode="auto",
@@ -134,9 +134,9 @@ class LLMTrainer:
         self.model = self._wrap_lora(model) if self.cfg.use_lora else model
         self.scoring_mode = resolve_scoring_mode(self.model, self.cfg.scoring_mode, training=True)
         self.reference = self._make_reference()
-        self.prompt_builder = PromptBuilder(
-            self.tokenizer, self.cfg.max_prompt_tokens, self.cfg.history_turns, self.cfg.system_prompt
-        )
+        self.prompt_builder = PromptBuilder.from_config(self.tokenizer, self.cfg)
+        # score_rule='pmi': content-free terms of the trained model (per version) and of the frozen reference.
+        self._content_free = {"policy": ContentFreeCache(), "reference": ContentFreeCache()}
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             parameters, lr=self.cfg.lr, betas=tuple(self.cfg.adam_betas), weight_decay=self.cfg.weight_decay
@@ -168,6 +168,7 @@ class LLMTrainer:
 
     def _wrap_lora(self, model: torch.nn.Module) -> torch.nn.Module:
         require("peft", "LoRA fine-tuning (llm_trainer.use_lora=True)", "pip install peft, or set use_lora=False.")
+        check_score_rule(cfg.score_rule, "llm_trainer.score_rule")
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(
@@ -274,9 +275,14 @@ class LLMTrainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _candidate_logprobs(self, model, prompts: list[str], candidates: list[list[str]]) -> list[torch.Tensor]:
+    def _candidate_logprobs(self, model, prompts: list[str], candidates: list[list[str]],
+                            reference: bool = False) -> list[torch.Tensor]:
+        calibration = {}
+        if self.cfg.score_rule == "pmi":  # the reference is frozen: its terms never go stale
+            cache = self._content_free["reference"].sync(0) if reference else self._content_free["policy"].sync(self.version)
+            calibration = dict(content_free_prompt=self.prompt_builder.content_free_prompt, calibration=cache)
         scores = score_candidates(
-            model, self.tokenizer, prompts, candidates, self.cfg.length_normalize,
+            model, self.tokenizer, prompts, candidates, self.cfg.score_rule, **calibration,
             append_eos=self.cfg.append_eos, mode=self.scoring_mode,
         )
         return [torch.log_softmax(s / self.cfg.temperature, dim=0) for s in scores]
@@ -287,8 +293,8 @@ class LLMTrainer:
         with torch.no_grad():
             if self.cfg.use_lora:
                 with self.model.disable_adapter():
-                    return self._candidate_logprobs(self.model, prompts, candidates)
-            return self._candidate_logprobs(self.reference, prompts, candidates)
+                    return self._candidate_logprobs(self.model, prompts, candidates, reference=True)
+            return self._candidate_logprobs(self.reference, prompts, candidates, reference=True)
 
     def _micro_batch_loss(
         self, samples: Sequence[LLMSample], advantages: np.ndarray
@@ -407,3 +413,4 @@ class LLMTrainer:
         self._accumulated_calls = state["accumulated_calls"]
         for prior in self._priors:
             prior.sync_from(self)
+        self._content_free["policy"].clear()  # new weights, possibly under the version number the cache holds

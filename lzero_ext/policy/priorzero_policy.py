@@ -33,6 +33,7 @@ from lzero_ext.buffer.game_buffer import PriorZeroGameBuffer
 from lzero_ext.buffer.game_segment import StepDecision, StepObservation
 from lzero_ext.distributed import DistContext
 from lzero_ext.llm.prior import LLMPrior, TransformersPrior, build_prior
+from lzero_ext.llm.prompt import PROMPT_CONFIG, PROMPT_KEYS
 from lzero_ext.llm.trainer import LLMTrainer
 from lzero_ext.llm.types import PriorRequest, Turn
 from lzero_ext.mcts.root_prior import RootPriorMixer
@@ -44,14 +45,19 @@ from lzero_ext.policy.world_model import TextUniZeroModel, build_world_model
 
 logger = logging.getLogger(__name__)
 
-# Keys the LLM prior and trainer must agree on, or PPO ratios and SFT targets refer to different distributions.
-SHARED_LLM_KEYS = ("model_path", "temperature", "length_normalize", "append_eos", "max_prompt_tokens",
-                   "history_turns", "system_prompt")
+# Keys the LLM prior and trainer must agree on, or PPO ratios and SFT targets refer to different distributions. The
+# prompt settings (PROMPT_KEYS) are not among them: both read them from the one section policy.llm.prompt.
+SHARED_LLM_KEYS = ("model_path", "temperature", "append_eos")
 EVAL_MODES = ("mcts", "llm_only", "wm_only")
 MONITOR_VARS_LEARN = (
     "wm/total_loss", "wm/obs_loss", "wm/reward_loss", "wm/value_loss", "wm/policy_loss", "wm/grad_norm",
     "llm/sft_loss", "llm/rl_loss", "llm/kl", "llm/total_loss", "llm/clip_frac", "llm/grad_norm", "llm/version",
 )
+
+
+def _without_prompt_keys(component_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A prior/trainer config section minus the prompt settings, which policy.llm.prompt holds for both."""
+    return {key: value for key, value in component_config.items() if key not in PROMPT_KEYS}
 
 
 @dataclass
@@ -107,10 +113,15 @@ class PriorZeroPolicy(Policy):
             enable=True,
             # (bool) Train the LLM (SFT + RL); False keeps the prior frozen.
             train=True,
-            # (dict) Prior backend (LLMPrior.config).
-            prior=LLMPrior.config,
-            # (dict) Trainer (LLMTrainer.config).
-            trainer=LLMTrainer.config,
+            # (dict) Prompt settings (PROMPT_CONFIG: system_prompt, history_turns, max_prompt_tokens, score_rule),
+            # the one place to set them: the prior and the trainer both read this section, and the collector,
+            # evaluator and replay buffer keep history_turns past turns (get_priorzero_config derives their
+            # history_length from it), so training rebuilds exactly the prompts the prior scored.
+            prompt=PROMPT_CONFIG,
+            # (dict) Prior backend (LLMPrior.config without the prompt keys).
+            prior=_without_prompt_keys(LLMPrior.config),
+            # (dict) Trainer (LLMTrainer.config without the prompt keys).
+            trainer=_without_prompt_keys(LLMTrainer.config),
             # (bool) Train the LLM through Open-Reasoner-Zero's RayPPOTrainer (GPU + ORZ stack) instead of LLMTrainer.
             use_orz_trainer=False,
             # (bool) With use_orz_trainer=True but no usable ORZ stack: log a warning and use LLMTrainer instead of
@@ -190,7 +201,8 @@ class PriorZeroPolicy(Policy):
         self._priority = False
         self._wm_learner = WorldModelLearner(self._model, self._cfg.learn.wm)
         if self._llm_trains:
-            self._llm_update = build_llm_update(self._cfg.llm, lambda: LLMTrainer(self._cfg.llm.trainer))
+            llm_cfg = EasyDict(dict(self._cfg.llm, trainer=self.llm_component_config('trainer')))
+            self._llm_update = build_llm_update(llm_cfg, lambda: LLMTrainer(llm_cfg.trainer))
             if isinstance(self._llm_update, BuiltinLLMUpdate):
                 self._llm_trainer = self._llm_update.trainer
         self._ensure_prior()
@@ -218,12 +230,17 @@ class PriorZeroPolicy(Policy):
         """Create the prior once; with the transformers backend it shares the trainer's model (one weights owner)."""
         if self._llm_prior is not None or not self._cfg.llm.enable:
             return
+        prior_cfg = self.llm_component_config('prior')
         if self._llm_trainer is not None and self._cfg.llm.prior.backend == 'transformers':
-            self._llm_prior = TransformersPrior.from_trainer(self._llm_trainer, self._cfg.llm.prior)
+            self._llm_prior = TransformersPrior.from_trainer(self._llm_trainer, prior_cfg)
         else:  # vLLM backend, or ORZ owns the weights: the prior receives them after every update
-            self._llm_prior = build_prior(self._cfg.llm.prior)
+            self._llm_prior = build_prior(prior_cfg)
             if self._llm_update is not None:
                 self._llm_update.attach_prior(self._llm_prior)
+
+    def llm_component_config(self, name: str) -> EasyDict:
+        """``policy.llm.prior`` or ``policy.llm.trainer`` with the prompt settings of ``policy.llm.prompt``."""
+        return EasyDict(dict(self._cfg.llm[name], **self._cfg.llm.prompt))
 
     def _validate(self) -> None:
         cfg = self._cfg
@@ -233,6 +250,18 @@ class PriorZeroPolicy(Policy):
                     raise ValueError(
                         f"policy.llm.prior.{key}={cfg.llm.prior[key]!r} differs from policy.llm.trainer.{key}="
                         f"{cfg.llm.trainer[key]!r}; they must match (set both, or use get_priorzero_config)"
+                    )
+            # Histories shorter than history_turns: the prior (collector, evaluator) or the trainer (buffer) would
+            # see fewer turns than the other, and the SFT targets and PPO ratios would refer to other prompts.
+            turns = cfg.llm.prompt.history_turns
+            keepers = {'other.replay_buffer': cfg.other.replay_buffer, 'collect.collector': cfg.collect.get('collector'),
+                       'eval.evaluator': cfg.eval.get('evaluator')}
+            for where, section in keepers.items():
+                if section is not None and section.get('history_length', turns) < turns:
+                    raise ValueError(
+                        f"policy.{where}.history_length={section.history_length} is below "
+                        f"policy.llm.prompt.history_turns={turns}; set history_turns only (get_priorzero_config "
+                        f"derives every history_length from it)"
                     )
         elif cfg.root_prior.mode != 'wm':
             raise ValueError(f"policy.llm.enable=False needs policy.root_prior.mode='wm', got {cfg.root_prior.mode!r}")

@@ -52,5 +52,5 @@ def test_config_keeps_components_consistent():
     assert cfg.policy.model.num_simulations == cfg.policy.mcts.num_simulations
     assert cfg.policy.collect.collector.pad_length == (cfg.policy.other.replay_buffer.num_unroll_steps
                                                         + cfg.policy.other.replay_buffer.td_steps)
-    for key in ("model_path", "temperature", "max_prompt_tokens", "history_turns"):
+    for key in ("model_path", "temperature", "append_eos"):
         assert cfg.policy.llm.trainer[key] == cfg.policy.llm.prior[key]

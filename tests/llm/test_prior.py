@@ -109,3 +109,47 @@ def test_auto_scoring_mode_uses_lean_forward_when_supported(prior, tiny_model_di
                                         scoring_mode="prefix_cache", fused_kernels=False))
     for lean, reference in zip(prior.score(REQUESTS), hf_forward.score(REQUESTS)):
         np.testing.assert_allclose(lean.logprobs, reference.logprobs, atol=1e-4)
+
+
+def _hand_logprob(model, tokenizer, prompt: str, candidate: str) -> float:
+    """log p(candidate + EOS | prompt) from one plain HF forward over the whole sequence."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    candidate_ids = tokenizer(candidate, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + candidate_ids])).logits[0].double()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return sum(logprobs[len(prompt_ids) - 1 + i, token].item() for i, token in enumerate(candidate_ids))
+
+
+def test_pmi_prior_matches_a_hand_computation(tiny_model_dir, tiny_model, tiny_tokenizer):
+    prior = TransformersPrior(dict(model_path=str(tiny_model_dir), device="cpu", max_prompt_tokens=256,
+                                   score_rule="pmi"))
+    builder = prior.prompt_builder
+    content_free = builder.content_free_prompt
+    assert "N/A" in content_free and "Valid actions" in content_free and "North of house" not in content_free
+    results = prior.score(REQUESTS)
+    for request, result in zip(REQUESTS, results):
+        prompt = builder.build(request.history, request.observation, request.candidates)
+        pmi = torch.tensor([_hand_logprob(tiny_model, tiny_tokenizer, prompt, c)
+                            - _hand_logprob(tiny_model, tiny_tokenizer, content_free, c) for c in request.candidates])
+        np.testing.assert_allclose(result.logprobs, torch.log_softmax(pmi, dim=0).numpy(), atol=1e-4)
+    assert prior.content_free.scored == len({c for r in REQUESTS for c in r.candidates})
+
+
+def test_content_free_terms_are_dropped_with_new_weights(tiny_model_dir):
+    prior = TransformersPrior(dict(model_path=str(tiny_model_dir), device="cpu", max_prompt_tokens=256,
+                                   score_rule="pmi", cache_size=0))
+    prior.score(REQUESTS)
+    scored = prior.content_free.scored
+    prior.score(REQUESTS)
+    assert prior.content_free.scored == scored  # same weights: cached
+    prior.load_weights(prior.model)
+    prior.score(REQUESTS)
+    assert prior.content_free.scored == 2 * scored
+
+
+def test_old_length_normalize_key_and_bad_score_rule_are_refused(tiny_model_dir):
+    with pytest.raises(KeyError):
+        build_prior(dict(model_path=str(tiny_model_dir), length_normalize=True))
+    with pytest.raises(ValueError, match="score_rule"):
+        build_prior(dict(model_path=str(tiny_model_dir), score_rule="max"))

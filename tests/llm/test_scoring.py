@@ -6,6 +6,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from lzero_ext.llm.scoring import (
+    ContentFreeCache,
     check_vocab_compatible,
     naive_score_candidates,
     score_candidate_ids,
@@ -40,14 +41,76 @@ def _assert_close(got: list[torch.Tensor], expected: list[torch.Tensor]) -> None
 
 
 @pytest.mark.parametrize("mode", ["prefix_cache", "packed", "lean"])
-@pytest.mark.parametrize("length_normalize", [False, True])
-def test_shared_prefix_matches_naive_on_tiny_model(tiny_model, tiny_tokenizer, mode, length_normalize):
+@pytest.mark.parametrize("score_rule", ["sum", "mean"])
+def test_shared_prefix_matches_naive_on_tiny_model(tiny_model, tiny_tokenizer, mode, score_rule):
     with torch.no_grad():
-        shared = score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, length_normalize, mode=mode)
-        naive = naive_score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, length_normalize)
+        shared = score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, score_rule, mode=mode)
+        naive = naive_score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, score_rule)
     _assert_close(shared, naive)
     assert all(s.dtype == torch.float32 for s in shared)
     assert all((s < 0).all() for s in shared)
+
+
+def _hand_logprob(model, tokenizer, prompt: str, candidate: str) -> float:
+    """log p(candidate + EOS | prompt) from one plain HF forward over the whole sequence."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    candidate_ids = tokenizer(candidate, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    logits = model(torch.tensor([prompt_ids + candidate_ids])).logits[0].double()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return sum(logprobs[len(prompt_ids) - 1 + i, token].item() for i, token in enumerate(candidate_ids))
+
+
+@pytest.mark.parametrize("mode", ["prefix_cache", "packed", "lean"])
+def test_pmi_is_conditional_minus_content_free_log_prob(tiny_model, tiny_tokenizer, mode):
+    content_free = "Current observation: N/A"
+    with torch.no_grad():
+        pmi = score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, "pmi", mode=mode,
+                               content_free_prompt=content_free)
+        naive = naive_score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, "pmi",
+                                       content_free_prompt=content_free)
+        expected = [torch.tensor([_hand_logprob(tiny_model, tiny_tokenizer, p, c)
+                                  - _hand_logprob(tiny_model, tiny_tokenizer, content_free, c) for c in cands])
+                    for p, cands in zip(PROMPTS, CANDIDATES)]
+    _assert_close(pmi, [e.float() for e in expected])
+    _assert_close(naive, [e.float() for e in expected])
+    # Not a constant shift of the summed score: the calibration term differs between candidates.
+    summed = score_candidates(tiny_model, tiny_tokenizer, PROMPTS[:1], CANDIDATES[:1], "sum")[0]
+    assert (summed - pmi[0]).std() > 1e-3
+
+
+def test_content_free_terms_are_scored_once_per_candidate_and_version(tiny_model, tiny_tokenizer):
+    cache = ContentFreeCache()
+    prompt = "Current observation: N/A"
+    with torch.no_grad():
+        first = score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, "pmi", content_free_prompt=prompt,
+                                 calibration=cache.sync(0))
+        assert cache.scored == len({c for cands in CANDIDATES for c in cands})
+        again = score_candidates(tiny_model, tiny_tokenizer, PROMPTS[:1], CANDIDATES[:1], "pmi",
+                                 content_free_prompt=prompt, calibration=cache.sync(0))
+        assert cache.scored == len({c for cands in CANDIDATES for c in cands})  # all cached
+        _assert_close(again, first[:1])
+        score_candidates(tiny_model, tiny_tokenizer, PROMPTS[:1], CANDIDATES[:1], "pmi", content_free_prompt=prompt,
+                         calibration=cache.sync(1))  # new weights version: scored again
+        assert len(cache) == len(CANDIDATES[0])
+
+
+def test_score_rule_is_checked(tiny_model, tiny_tokenizer):
+    with pytest.raises(ValueError, match="score_rule must be one of"):
+        score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, True)
+    with pytest.raises(ValueError, match="content-free prompt"):
+        score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, "pmi")
+
+
+def test_pmi_gradient_flows_through_the_conditional_term_only(tiny_tokenizer):
+    model = _random_qwen2(len(tiny_tokenizer), "sdpa").train()
+    weight = model.model.layers[0].self_attn.q_proj.weight
+    pmi = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, "pmi", content_free_prompt="N/A")
+    torch.stack([s.sum() for s in pmi]).sum().backward()
+    pmi_grad = weight.grad.clone()
+    weight.grad = None
+    torch.stack([s.sum() for s in score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES)]).sum().backward()
+    assert model.training  # the calibration pass ran in eval mode and restored the mode
+    assert torch.allclose(pmi_grad, weight.grad, atol=1e-5)
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])

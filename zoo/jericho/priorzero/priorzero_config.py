@@ -21,13 +21,16 @@ from typing import Any, Mapping
 from easydict import EasyDict
 
 from lzero_ext.entry.schedule import TrainSchedule
+from lzero_ext.orz.hook import check_exp_config
 from lzero_ext.policy.priorzero_policy import SHARED_LLM_KEYS, PriorZeroPolicy
 from lzero_ext.policy.text_encoder import resolve_pretrained
 from lzero_ext.utils.config import deep_merge, merge_strict
 from lzero_ext.utils.config_types import check_value_types
 from lzero_ext.worker import collection
 from lzero_ext.worker.collector import PriorZeroCollector
+from lzero_ext.worker.env_recovery import check_env_manager_config
 from lzero_ext.worker.evaluator import PriorZeroEvaluator
+from lzero_ext.worker.ray_collector import RayCollectionBackend
 from zoo.jericho.priorzero.envs.jericho_env import PriorZeroJerichoEnv, load_tokenizer, resolve_game_path
 
 # ---------------------------------------------------------------- most frequently changed settings
@@ -81,7 +84,7 @@ _FULL = dict(
         model=dict(embed_dim=256, num_layers=2, num_heads=8, num_unroll_steps=10, infer_context_length=4),
         mcts=dict(num_simulations=25),
         root_prior=dict(mode='adaptive'),
-        llm=dict(prior=dict(device='auto', max_prompt_tokens=2048, history_turns=4),
+        llm=dict(prompt=dict(max_prompt_tokens=2048, history_turns=4), prior=dict(device='auto'),
                  trainer=dict(device='auto', lr=1e-5)),
         learn=dict(batch_size=64, llm_batch_size=16),
         collect=dict(collector=dict(n_steps=64, segment_length=20)),
@@ -102,7 +105,7 @@ _DEBUG = dict(
                    infer_context_length=2, support_scale=20, encoder=dict(hidden_dim=64, num_layers=0, num_heads=2)),
         mcts=dict(num_simulations=16),
         root_prior=dict(mode='adaptive'),
-        llm=dict(prior=dict(device='cpu', max_prompt_tokens=1024, history_turns=1, micro_batch_states=8),
+        llm=dict(prompt=dict(max_prompt_tokens=1024, history_turns=1), prior=dict(device='cpu', micro_batch_states=8),
                  trainer=dict(device='cpu', lr=3e-4, micro_batch_size=8, lr_schedule='constant', kl_coef=0.01)),
         learn=dict(batch_size=16, llm_batch_size=8, wm=dict(learning_rate=1e-3)),
         collect=dict(collector=dict(n_steps=32, segment_length=12)),
@@ -135,8 +138,11 @@ def _derive(cfg: EasyDict, user: Mapping[str, Any]) -> EasyDict:
         ('policy', 'other', 'replay_buffer', 'seed'): cfg.seed,
         ('policy', 'collect', 'seed'): cfg.seed,
         ('policy', 'collect', 'collector', 'pad_length'): buffer.num_unroll_steps + buffer.td_steps,
-        ('policy', 'collect', 'collector', 'history_length'): policy.llm.prior.history_turns,
-        ('policy', 'eval', 'evaluator', 'history_length'): policy.llm.prior.history_turns,
+        # Every component that keeps a history keeps the prompt's turns (policy.llm.prompt is the one place to set
+        # them): the collector and evaluator feed the prior, the buffer rebuilds the trainer's prompts.
+        ('policy', 'collect', 'collector', 'history_length'): policy.llm.prompt.history_turns,
+        ('policy', 'eval', 'evaluator', 'history_length'): policy.llm.prompt.history_turns,
+        ('policy', 'other', 'replay_buffer', 'history_length'): policy.llm.prompt.history_turns,
         ('policy', 'eval', 'evaluator', 'n_episode'): env.n_evaluator_episode,
         ('policy', 'eval', 'evaluator', 'max_train_iter'): cfg.train.max_iter,
         ('policy', 'eval', 'evaluator', 'eval_freq'): cfg.train.eval_freq,
@@ -203,15 +209,19 @@ def get_priorzero_config(
         flags['policy'] = dict(llm=dict(prior=dict(model_path=str(llm_path))))
     else:
         # The tiny default LLM starts from random weights: its summed log-probs mostly measure a candidate's length
-        # (every token costs about log(vocab)), so it scores per token. A real LLM keeps the library default (sum).
-        flags['policy'] = dict(llm=dict(prior=dict(length_normalize=True)))
+        # (every token costs about log(vocab)), so it scores per token. A real LLM keeps the library default.
+        flags['policy'] = dict(llm=dict(prompt=dict(score_rule='mean')))
     if device is not None:
         flags = deep_merge(flags, dict(policy=dict(device=device, llm=dict(prior=dict(device=device),
                                                                           trainer=dict(device=device)))))
     user = deep_merge(deep_merge(preset, flags), overrides or {})
-    defaults, open_keys = default_main_config(), ('env.manager', 'policy.llm.orz.exp', 'collect.ray')
-    cfg = merge_strict(defaults, user, where='main_config', open_keys=open_keys)
-    check_value_types(defaults, user, where='main_config', open_keys=open_keys)
+    defaults = default_main_config()
+    # Dicts passed through to another component are checked against what it accepts: DI-engine's env managers (as
+    # env_recovery restarts them), the Ray backend's settings, ORZ's exp config (names open until ORZ is imported).
+    validators = {'env.manager': check_env_manager_config, 'collect.ray': RayCollectionBackend.check_user_config,
+                  'policy.llm.orz.exp': check_exp_config}
+    cfg = merge_strict(defaults, user, where='main_config', validators=validators)
+    check_value_types(defaults, user, where='main_config', open_keys=tuple(validators))
     cfg.exp_name = exp_name or default_exp_name(env_id, seed, debug)
     return _derive(cfg, user), create_config_for()
 

@@ -18,6 +18,8 @@ import sys
 
 from lzero_ext.distributed import DistContext
 from lzero_ext.entry.hybrid_loop import HybridTrainer
+from lzero_ext.llm.scoring import SCORE_RULES
+from lzero_ext.utils.config import deep_merge
 from zoo.jericho.priorzero.priorzero_config import default_exp_name, get_priorzero_config
 
 
@@ -28,6 +30,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-iter", type=int, default=None, help="iterations to run (overrides the config)")
     parser.add_argument("--llm-path", default=None, help="local Hugging Face causal-LM directory (default: tiny LLM)")
     parser.add_argument("--device", default=None, help="'cpu', 'cuda[:i]' or 'auto' for world model and LLM")
+    parser.add_argument("--score-rule", choices=SCORE_RULES, default=None,
+                        help="LLM candidate score (policy.llm.prompt.score_rule): 'sum' of token log-probs, 'mean' "
+                             "per token, or 'pmi' (minus the log-prob after a content-free prompt); default: the "
+                             "config's")
     parser.add_argument("--exp-name", default=None, help="experiment directory (logs, checkpoints)")
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help="continue from a checkpoint: a file, or 'auto' (newest complete one in the exp dir)")
@@ -46,6 +52,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     overrides = json.loads(args.config_override) if args.config_override else {}
     if args.max_iter is not None:
         overrides.setdefault("train", {})["max_iter"] = args.max_iter
+    if args.score_rule is not None:
+        overrides = deep_merge(overrides, dict(policy=dict(llm=dict(prompt=dict(score_rule=args.score_rule)))))
     dist = DistContext.from_env()  # torchrun's env vars; a single process without them
     device = args.device
     if dist.enabled and device in (None, "auto"):
