@@ -8,8 +8,8 @@ alternating phases). Collection goes through a backend (``collect.backend``, :mo
 update), ``async`` / ``ray`` act with copies that ``sync_weights`` refreshes after every iteration that trained.
 
 Checkpoints (``<exp>/checkpoints/ckpt_<iter>.pt``) hold everything needed to continue: learner states (world model,
-target network, optimisers, LLM or LoRA weights, scheduler, weights version), counters, every RNG state and, if
-configured, the replay buffer. SIGINT/SIGTERM finish the current phase, write a final checkpoint and exit cleanly.
+target network, optimisers, LLM or LoRA weights, scheduler, weights version), counters, the last 100 training returns
+(``collect/return_last100``), every RNG state and, if configured, the replay buffer. SIGINT/SIGTERM finish the current phase, write a final checkpoint and exit cleanly.
 
 Data parallelism (``torchrun``, :mod:`lzero_ext.distributed`): every rank runs this loop with its own envs, buffer and
 LLM prior; both learners average gradients over ranks; rank 0 alone logs, evaluates, checkpoints and exports. The
@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 # Metric names the design document fixes (TensorBoard dashboards of the upstream prototype read them).
 TRAIN_ALIASES = {"wm/total_loss": "train/wm_total_loss", "llm/sft_loss": "train/llm_sft_loss",
                  "llm/rl_loss": "train/llm_rft_loss"}
+# Training episodes averaged by collect/return_last100 (the Jericho paper's metric); the window is checkpointed.
+RETURN_WINDOW = 100
 
 
 def architecture_fingerprint(cfg: EasyDict) -> str:
@@ -57,7 +59,8 @@ def architecture_fingerprint(cfg: EasyDict) -> str:
     model = {k: v for k, v in policy.model.items() if k != 'device'}
     if 'encoder' in model:  # how a batch is chunked and which kernels run decide no shape (old checkpoints lack both)
         model['encoder'] = {k: v for k, v in model['encoder'].items()
-                            if k not in ('length_buckets', 'attention_kernels')}
+                            if k not in ('length_buckets', 'attention_kernels', 'freeze')
+                            and not (k == 'pretrained' and v is None)}  # checkpoints before the key stay valid
     return config_fingerprint(dict(model=model,
                                    llm_model=policy.llm.prior.model_path, use_lora=policy.llm.trainer.use_lora,
                                    llm_enabled=policy.llm.enable))
@@ -91,7 +94,7 @@ class HybridTrainer:
         self.evaluator = PriorZeroEvaluator(cfg.policy.eval.evaluator, self._make_env('evaluator'),
                                             self.policy.eval_mode) if self.dist.is_main else None
         self.iteration = 0
-        self._recent_returns: deque[float] = deque(maxlen=100)
+        self._recent_returns: deque[float] = deque(maxlen=RETURN_WINDOW)
         self.wm_updates = 0  # world-model updates run (counters/wm_updates)
         self.llm_updates = 0  # LLM updates run (counters/llm_updates)
         self.last_eval: dict[str, float] = {}
@@ -265,6 +268,8 @@ class HybridTrainer:
             rng=capture_rng_state(),
             buffer=self.buffer.state_dict() if self.schedule.cfg.save_buffer else None,
             last_eval=self.last_eval,
+            # the last RETURN_WINDOW training returns, oldest first: collect/return_last100 continues after a resume
+            recent_returns=[float(r) for r in self._recent_returns],
         )
 
     def save(self) -> Path | None:
@@ -298,8 +303,19 @@ class HybridTrainer:
         self.last_eval = dict(state['last_eval'])
         self.wm_updates = int(state.get('wm_updates', 0))
         self.llm_updates = int(state.get('llm_updates', 0))
+        self._restore_recent_returns(state, path)
         self.collector.sync_weights()  # acting copies start from the resumed weights
         logger.info("resumed from %s at iteration %d (%d env steps)", path, self.iteration, self.collector.envstep)
+
+    def _restore_recent_returns(self, state: dict[str, Any], path: Path) -> None:
+        """Refill the return window from the checkpoint; a checkpoint written before it was saved still loads."""
+        self._recent_returns.clear()
+        saved = state.get('recent_returns')
+        if saved is None:
+            logger.warning("checkpoint %s predates the saved training-return window: collect/return_last100 restarts "
+                           "empty and averages only the episodes collected after this resume", path)
+            return
+        self._recent_returns.extend(float(r) for r in saved)  # a longer saved window keeps its newest entries
 
     def close(self) -> None:
         self.collector.close()
