@@ -133,8 +133,24 @@ def llm_path_for(args: argparse.Namespace, method: str) -> str | None:
 
 
 def protocol_overrides(args: argparse.Namespace) -> dict:
-    """What every method shares beyond the preset: the episode length."""
-    return {} if args.max_steps is None else dict(env=dict(max_steps=args.max_steps))
+    """What every method shares beyond the preset: the episode length and the episodes per evaluation."""
+    env: dict[str, int] = {}
+    if args.max_steps is not None:
+        env["max_steps"] = args.max_steps
+    if args.eval_episodes is not None:
+        env["n_evaluator_episode"] = args.eval_episodes
+    return dict(env=env) if env else {}
+
+
+def prepare_llm_presets(args: argparse.Namespace) -> None:
+    """Convert named LLM presets once, here, before children that would all convert them at the same time."""
+    try:
+        from lzero_ext.llm.presets import is_preset_name, prepare_preset
+    except ImportError:  # a tree without presets: --llm-path is a directory
+        return
+    for name in {llm_path_for(args, m) for m in args.methods if m not in ("unizero", "random", "priorzero_wm_only")}:
+        if name is not None and is_preset_name(name):
+            print(f"[learning] LLM preset {name}: {prepare_preset(name)}", flush=True)
 
 
 def priorzero_config(args: argparse.Namespace, game: str, seed: int, exp: str, overrides: dict | None = None,
@@ -207,8 +223,9 @@ def child_command(args: argparse.Namespace, method: str, game: str, seed: int, e
                "--_exp", str(exp), "--device", device, "--env-steps", str(args.env_steps),
                "--eval-every", str(args.eval_every), "--full" if args.full else "--debug",
                "--unizero-encoder", args.unizero_encoder]
-    if args.max_steps is not None:
-        command += ["--max-steps", str(args.max_steps)]
+    for flag, value in (("--max-steps", args.max_steps), ("--eval-episodes", args.eval_episodes)):
+        if value is not None:
+            command += [flag, str(value)]
     if method == "llm_only":
         if llm_path is not None:
             command += ["--llm-path", llm_path]
@@ -683,6 +700,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="priorzero_base's LLM (e.g. the base model of a transcript-trained --llm-path)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="episode length of every method (env.max_steps; default: the preset's)")
+    parser.add_argument("--eval-episodes", type=int, default=None,
+                        help="episodes per evaluation and temperature, every method (env.n_evaluator_episode; "
+                             "default: the preset's)")
     parser.add_argument("--out", default=None, help="output dir (default: bench/results/learning_<time>)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="return for 'env steps to threshold' (default: per game, the random agent's mean)")
@@ -694,6 +714,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="torch/OpenMP threads per child (OMP_NUM_THREADS; default 1: on a small shared CPU more "
                              "threads oversubscribe it and every method slows down; 0 leaves the default)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per child run (default: none)")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds for the whole benchmark: runs still going then are ended and reported with the "
+                             "evaluations they reached (a machine's command limit); runs not started are left out")
     parser.add_argument("--priorzero-override", default=None, metavar="JSON",
                         help="config override (JSON, strict keys) for the PriorZero methods (llm_only included): a "
                              "variant, compared in its own table (--merge refuses to mix it with runs of the same "
@@ -713,8 +736,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             setattr(args, key, preset[key])
     if args.env_steps <= 0 or args.eval_every <= 0 or args.jobs <= 0:
         parser.error("--env-steps, --eval-every and --jobs must be positive")
-    if args.max_steps is not None and args.max_steps <= 0:
-        parser.error("--max-steps must be positive")
+    if (args.max_steps is not None and args.max_steps <= 0) or (args.eval_episodes is not None
+                                                                and args.eval_episodes <= 0):
+        parser.error("--max-steps and --eval-episodes must be positive")
     devices = [d for d in args.device if "=" not in d]
     if len(devices) > 1:
         parser.error(f"--device: one default device, then METHOD=DEVICE entries; got {args.device}")
@@ -739,12 +763,15 @@ def run_child(args: argparse.Namespace, method: str, game: str, seed: int, n_ste
     encoder = args.encoders.get(method, "")  # labels do not depend on the game: set once by main
     print(f"[learning] start {method} {game_label(game)} seed {seed}: {exp}", flush=True)
     started = time.time()
+    limits = [t for t in (args.timeout, None if args.deadline is None else args.ends_at - started) if t is not None]
+    if limits and min(limits) <= 0:
+        return [], "not started: --deadline reached"
     with open(exp / "child.log", "w") as log:
         try:
             # cwd = the exp dir: every child imports the installed package, as bench scripts do; every method gets
             # the same thread count (the CPU is the shared resource being compared)
-            rc = subprocess.run(command, cwd=exp, stdout=log, stderr=subprocess.STDOUT, timeout=args.timeout,
-                                env=threads_env(args.threads)).returncode
+            rc = subprocess.run(command, cwd=exp, stdout=log, stderr=subprocess.STDOUT,
+                                timeout=min(limits) if limits else None, env=threads_env(args.threads)).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
     got = read_points(method, game, seed, exp, started)
@@ -849,6 +876,7 @@ def write_csv(points: list[Point], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    args.ends_at = time.time() + (args.deadline or 0)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args._child is not None:
         {"random": run_random, "unizero": run_unizero, "llm_only": run_llm_only}[args._child](args)
@@ -873,6 +901,7 @@ def main(argv: list[str] | None = None) -> None:
         args.machine = machine_name("cuda" if any(device_for(args, m).startswith("cuda") for m in args.methods)
                                     else "cpu")
         args.encoders = {m: encoder_label(args, m, games[0]) for m in args.methods}
+        prepare_llm_presets(args)
         points, failures = run_all(args, games, n_steps)
         methods = args.methods
         header = protocol_lines(args, probe)

@@ -9,7 +9,13 @@
 # There, from the repository root, with those four .cache folders next to the tree:
 #   bash scripts/gpu_bench.sh [all|speed|learning]     # all (default) is cut to fit 10 minutes; one phase: 9.5
 #   bash scripts/gpu_bench.sh learning ARGS...          # bench/learning.py with these arguments instead (e.g.
-#       --games default detective.z5 --seeds 0 1 2 --jobs 16: the CPU-bound debug preset, a run per core)
+#       --games default detective.z5 --seeds 0 1 2 --jobs 16: the CPU-bound debug preset, a run per core);
+#       --deadline (the phase's limit less 40 s) is added unless given, so runs still going are ended and reported
+#       with the evaluations they reached. The knowing-prior experiment (LLM presets prepared once before the runs;
+#       UniZero is skipped here, Python 3.12, with the reason in the summary):
+#         bash scripts/gpu_bench.sh learning --device cuda random=cpu --llm-path smollm2-135m-jericho \
+#             --base-llm-path smollm2-135m --max-steps 100 --games default detective.z5 zork1.z5 \
+#             --seeds 0 1 2 --env-steps 1024 --eval-every 256 --eval-episodes 2 --jobs 16
 #   bash scripts/gpu_bench.sh compare [NAME[:SECONDS[:ITERS]] ...]  # the speed anchor, LLM variant only, once per
 #       named setting (default: new async baseline), each run killed (process group) after SECONDS (default 180):
 #       speed_NAME.log each (its table at the end), compare.md with the main rates. Names:
@@ -191,6 +197,8 @@ if [ "$PHASE" = all ] || [ "$PHASE" = learning ]; then
   if [ $# -gt 0 ]; then learn_args=("$@")  # `learning ARGS...`: bench/learning.py's own arguments
   else learn_args=(--device cuda --full --games default --seeds 0 --env-steps "$LEARN_STEPS" --eval-every 320 \
                    --threads 0 --timeout "$CHILD_S"); fi
+  # end the runs in time to write the CSV, plot and summary before the phase's own limit
+  [[ " ${learn_args[*]} " == *" --deadline "* ]] || learn_args+=(--deadline $((LEARN_S - 40)))
   timeout $LEARN_S python3 bench/learning.py "${learn_args[@]}" --out "$LEARN_DIR" \
       > "$OUT/learning.log" 2>&1
   echo "[gpu_bench] learning exit $?"

@@ -13,7 +13,7 @@ from tests.bench.test_learning_report import learning  # noqa: F401 - the module
 def _args(learning, *extra: str):
     return learning.parse_args(["--games", "default", "--seeds", "0", "--env-steps", "64", "--eval-every", "32",
                                 "--llm-path", "/models/knowing", "--base-llm-path", "/models/base", "--max-steps", "100",
-                                "--out", "/tmp/unused_learning_out", *extra])
+                                "--eval-episodes", "3", "--out", "/tmp/unused_learning_out", *extra])
 
 
 def _option(command: list[str], flag: str) -> str | None:
@@ -30,7 +30,7 @@ def test_every_method_builds_a_command_with_a_valid_config(learning, tmp_path):
         assert _option(command, "--device") == ("cpu" if method in ("random", "unizero") else "cuda"), method
         if method in learning.PRIORZERO_METHODS:
             overrides = json.loads(_option(command, "--config-override"))
-            assert overrides["env"]["max_steps"] == 100 and overrides["train"]["max_iter"] == 2
+            assert overrides["env"] == dict(max_steps=100, n_evaluator_episode=3) and overrides["train"]["max_iter"] == 2
             cfg, _ = get_priorzero_config(debug=True, overrides=overrides)  # strict keys: a typo would raise
             assert cfg.env.max_steps == 100
             expected_llm = {"priorzero": "/models/knowing", "priorzero_frozen": "/models/knowing",
@@ -41,7 +41,7 @@ def test_every_method_builds_a_command_with_a_valid_config(learning, tmp_path):
             assert (cfg.policy.root_prior.mode == "wm") == (method == "priorzero_wm_only")
         else:
             assert _option(command, "--_child") == method
-            assert _option(command, "--max-steps") == "100"
+            assert _option(command, "--max-steps") == "100" and _option(command, "--eval-episodes") == "3"
             assert _option(command, "--llm-path") == ("/models/knowing" if method == "llm_only" else None)
             assert _option(command, "--unizero-encoder") == "minilm-l6"
 
