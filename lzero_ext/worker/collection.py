@@ -58,7 +58,8 @@ config = dict(
     stop_timeout_s=120.0,
     # (int) ray: collector actors (env.collector_env_num envs are split over them).
     num_collectors=2,
-    # (dict) ray: other RayCollectionBackend settings (ray_address, actor_num_cpus, ...), checked by that backend.
+    # (dict) ray: other RayCollectionBackend settings (ray_address, actor_num_cpus, ...); keys and types checked
+    # against RayCollectionBackend.config when the config is built (RayCollectionBackend.check_user_config).
     ray=dict(),
 )
 

@@ -34,7 +34,33 @@ from ding.envs import BaseEnvTimestep
 from ding.envs.env_manager.base_env_manager import EnvState
 from ding.envs.env_manager.subprocess_env_manager import AsyncSubprocessEnvManager, is_abnormal_timestep
 
+from lzero_ext.utils.config import schema_validator
+
 logger = logging.getLogger(__name__)
+
+# env.manager.type values step_envs is built and tested for (the two DI-engine 0.5.3 managers named above); the v2,
+# env-pool and gym-vector managers step differently and have no restart path here.
+ENV_MANAGER_TYPES: tuple[str, ...] = ('base', 'subprocess')
+
+
+def env_manager_schema() -> dict[str, Any]:
+    """Every key ``env.manager`` may set, with DI-engine's defaults: the base manager's keys plus the subprocess
+    manager's own, and ``type``. The base manager ignores the subprocess-only keys (``shared_memory``, ...), so one
+    config may set them for either manager."""
+    from ding.envs.env_manager.base_env_manager import BaseEnvManager
+    from ding.envs.env_manager.subprocess_env_manager import SyncSubprocessEnvManager
+
+    return {**BaseEnvManager.config, **SyncSubprocessEnvManager.config, 'type': 'base'}
+
+
+def check_env_manager_config(value: Any, where: str = 'env.manager') -> None:
+    """Validator of ``env.manager`` (``None`` or a dict): keys and value types of :func:`env_manager_schema`,
+    ``type`` one of :data:`ENV_MANAGER_TYPES`."""
+    schema_validator(env_manager_schema())(value, where)
+    manager_type = (value or {}).get('type')
+    if manager_type is not None and manager_type not in ENV_MANAGER_TYPES:
+        raise ValueError(f"{where}.type must be one of {ENV_MANAGER_TYPES} (the managers worker/env_recovery.py "
+                         f"restarts failed envs in), got {manager_type!r}")
 
 
 def manager_step_timeout(manager: Any) -> float | None:

@@ -27,13 +27,13 @@ import copy
 import logging
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from easydict import EasyDict
 
 from lzero_ext.buffer.game_segment import PriorZeroGameSegment
-from lzero_ext.utils.config import merge_strict
+from lzero_ext.utils.config import merge_strict, schema_validator
 from lzero_ext.worker.collector import CollectStats, PriorZeroCollector
 
 logger = logging.getLogger(__name__)
@@ -157,6 +157,15 @@ class RayCollectionBackend:
     @classmethod
     def default_config(cls) -> EasyDict:
         return EasyDict(copy.deepcopy(cls.config))
+
+    @classmethod
+    def check_user_config(cls, value: Any, where: str = 'collect.ray') -> None:
+        """Validator of ``collect.ray`` (the settings above except ``num_collectors``, which is
+        ``collect.num_collectors``): an unknown key raises ``KeyError`` naming the nearest, a mistyped value
+        ``TypeError``, when the config is built rather than when Ray starts."""
+        if isinstance(value, Mapping) and 'num_collectors' in value:
+            raise KeyError(f"Config key '{where}.num_collectors' is set as 'collect.num_collectors'")
+        schema_validator({k: v for k, v in cls.config.items() if k != 'num_collectors'})(value, where)
 
     def __init__(self, cfg: EasyDict, create_cfg: EasyDict, policy: Any, backend_cfg: dict | None = None) -> None:
         self._ray = import_ray()
