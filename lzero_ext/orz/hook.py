@@ -37,7 +37,8 @@ from lzero_ext.llm.loading import load_tokenizer, resolve_model_path
 from lzero_ext.llm.prompt import PromptBuilder
 from lzero_ext.llm.types import LLMSample
 from lzero_ext.orz.adapter import REWARD_KEY, REWARD_SOURCES, RESPONSE_KEY, segments_to_orz_samples
-from lzero_ext.utils.config import merge_strict
+from lzero_ext.utils.config import merge_strict, unknown_key_error
+from lzero_ext.utils.config_types import check_value_types
 
 if TYPE_CHECKING:
     from lzero_ext.llm.prior import LLMPrior
@@ -58,6 +59,39 @@ ORZ_INSTALL_HINT = (
 # model, no critic (the baseline comes from the world model) and γ=λ=1 so every response token gets the reward.
 FORCED_EXP_FIELDS = dict(n_samples_per_prompt=1, use_compute_reward_fn=True, reward_pretrain=None,
                          critic_pretrain="", gamma=1.0, lambd=1.0)
+# policy.llm.orz.exp stays open by NAME at config time: its fields are those of the installed ORZ checkout's
+# BasePPOExpConfig (ORZ is installed from source, unpinned, and its fields change between versions) plus the playground
+# fields below, and ORZ is not importable where configs are built. Checked then (check_exp_config): a dict, the forced
+# fields' values, the types of the fields the hook gives a default. Checked at start (build_orz_runtime, ORZ
+# imported): every name is a BasePPOExpConfig field or in PLAYGROUND_EXP_FIELDS, else KeyError naming the nearest.
+# Fields outside BasePPOExpConfig that the hook sets and ORZ reads: RayPPOTrainer reads packing_max_len and
+# use_orm_score; top_k and stop are ORZ playground generation settings. Add a name here to pass another one.
+PLAYGROUND_EXP_FIELDS = ("packing_max_len", "use_orm_score", "top_k", "stop")
+# Types of the fields the hook gives a default (each value an example of the type check_value_types expects).
+HOOK_EXP_FIELD_TYPES = dict(
+    pretrain="", save_path="", ckpt_path="", tensorboard_log_dir="", prompt_max_len=0, generate_max_len=0,
+    packing_max_len=0, colocate_all=False, actor_num_nodes=1, actor_num_gpus_per_node=1, ref_num_nodes=1,
+    ref_num_gpus_per_node=1, vllm_num_engines=1, micro_train_batch_size=1, micro_forward_batch_size=1,
+    advantage_normalize=False, use_orm_score=False, top_k=-1, stop=[],
+)
+
+
+def check_exp_config(exp: Any, where: str = "policy.llm.orz.exp") -> None:
+    """Validator of ``policy.llm.orz.exp`` when the config is built (no ORZ needed; see PLAYGROUND_EXP_FIELDS)."""
+    if not isinstance(exp, Mapping):
+        raise TypeError(f"Config value '{where}' must be a dict of ORZ BasePPOExpConfig fields, got {exp!r}")
+    for name, value in FORCED_EXP_FIELDS.items():
+        if name in exp and exp[name] != value:
+            raise ValueError(f"{where}.{name}={exp[name]!r} conflicts with the ORZ hook, which needs {name}={value!r}")
+    check_value_types(HOOK_EXP_FIELD_TYPES, exp, where)
+
+
+def check_exp_names(exp_fields: Mapping[str, Any], orz_fields: Sequence[str]) -> None:
+    """Every exp name must be a field of the installed ORZ's BasePPOExpConfig or a known playground field."""
+    valid = [*orz_fields, *PLAYGROUND_EXP_FIELDS]
+    for name in exp_fields:
+        if name not in valid:
+            raise unknown_key_error(name, valid, "policy.llm.orz.exp")
 
 RuntimeBuilder = Callable[[type, Mapping[str, Any], Any, Any], Awaitable[Any]]
 
@@ -202,9 +236,10 @@ async def build_orz_runtime(trainer_cls: type, exp_fields: Mapping[str, Any], to
     from orz.ppo.utils import _validate_args, create_vllm_engines, get_strategy
     from ray.util.placement_group import placement_group
 
+    check_exp_names(exp_fields, list(BasePPOExpConfig.__dataclass_fields__))
     known = {name: value for name, value in exp_fields.items() if name in BasePPOExpConfig.__dataclass_fields__}
     cfg = BasePPOExpConfig(**known)
-    for name, value in exp_fields.items():  # playground-only fields the trainer reads (packing_max_len, stop, ...)
+    for name, value in exp_fields.items():  # playground-only fields the trainer reads (PLAYGROUND_EXP_FIELDS)
         if name not in known:
             setattr(cfg, name, value)
     _validate_args(cfg)
@@ -244,9 +279,12 @@ class OrzTrainerHook:
         weights_sync_every=1,
         # (bool) Keep ORZ's exported HF directories (<save_path>/iter<N>/policy) instead of deleting them after loading.
         keep_weight_exports=False,
-        # (dict) Fields of ORZ's BasePPOExpConfig (plus playground fields such as packing_max_len), passed through;
-        # unset ones get one-GPU defaults from the hook. n_samples_per_prompt, use_compute_reward_fn, reward_pretrain,
-        # critic_pretrain, gamma and lambd are fixed by the hook (FORCED_EXP_FIELDS).
+        # (dict) Fields of ORZ's BasePPOExpConfig (plus PLAYGROUND_EXP_FIELDS: packing_max_len, use_orm_score, top_k,
+        # stop), passed through; unset ones get one-GPU defaults from the hook. n_samples_per_prompt,
+        # use_compute_reward_fn, reward_pretrain, critic_pretrain, gamma and lambd are fixed by the hook
+        # (FORCED_EXP_FIELDS). Names are open when the config is built (ORZ's config is external and unpinned, and ORZ
+        # is not importable there): check_exp_config checks the forced values and the types of the fields the hook
+        # sets; build_orz_runtime refuses a name that is neither a BasePPOExpConfig field nor a playground field.
         exp=dict(),
     )
 
@@ -256,7 +294,7 @@ class OrzTrainerHook:
 
     def __init__(self, cfg: Mapping | None, prompt_builder: PromptBuilder, model_path: Path, append_eos: bool,
                  runtime_builder: RuntimeBuilder = build_orz_runtime) -> None:
-        self.cfg = merge_strict(self.config, cfg, where="policy.llm.orz", open_keys=("exp",))
+        self.cfg = merge_strict(self.config, cfg, where="policy.llm.orz", validators={"exp": check_exp_config})
         if self.cfg.reward_source not in REWARD_SOURCES:
             raise ValueError(f"policy.llm.orz.reward_source must be one of {REWARD_SOURCES}, "
                              f"got {self.cfg.reward_source!r}")
@@ -288,11 +326,7 @@ class OrzTrainerHook:
         return cls(llm_cfg["orz"], builder, model_path, trainer_cfg["append_eos"], runtime_builder)
 
     def _exp_fields(self, model_path: Path) -> dict[str, Any]:
-        user = dict(self.cfg.exp)
-        for name, value in FORCED_EXP_FIELDS.items():
-            if name in user and user[name] != value:
-                raise ValueError(f"policy.llm.orz.exp.{name}={user[name]!r} conflicts with the ORZ hook, "
-                                 f"which needs {name}={value!r}")
+        user = dict(self.cfg.exp)  # checked by check_exp_config when self.cfg was merged
         prompt_max_len = user.get("prompt_max_len", self.prompt_builder.max_prompt_tokens)
         generate_max_len = user.get("generate_max_len", 64)
         save_path = user.get("save_path") or tempfile.mkdtemp(prefix="priorzero-orz-")
