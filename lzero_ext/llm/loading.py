@@ -34,10 +34,23 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def resolve_model_path(model_path: str | os.PathLike | None) -> Path:
-    """``None`` selects the project's tiny default model (built on first use); a path must be an HF directory."""
+    """``None`` selects the project's tiny default model (built on first use); a preset name (e.g.
+    ``'smollm2-135m'``, see :mod:`lzero_ext.llm.presets`) its converted directory; otherwise an HF directory.
+
+    An existing path wins over a preset of the same name.
+    """
     if model_path is None:
         return ensure_default_model()
     path = Path(model_path).expanduser()
+    if not path.exists() and isinstance(model_path, str):
+        from lzero_ext.llm.presets import is_preset_name, prepare_preset, preset_names
+
+        if is_preset_name(model_path):
+            return prepare_preset(model_path)
+        raise FileNotFoundError(
+            f"LLM model {model_path!r} is neither a directory nor a model preset; set model_path to a Hugging Face "
+            f"model directory or one of the presets: {', '.join(preset_names())}"
+        )
     if not path.is_dir():
         raise FileNotFoundError(f"LLM model directory {str(path)!r} does not exist (set model_path to an HF model dir)")
     if not (path / "config.json").is_file():
