@@ -124,7 +124,7 @@ class PriorZeroJerichoEnv(BaseEnv):
         type="priorzero_jericho",  # (str) registry name
         import_names=["zoo.jericho.priorzero.envs.jericho_env"],  # (list[str]) modules to import
         cfg_type=None,  # (str|None) set by DI-engine's compile_config
-        manager=None,  # (dict|None) env-manager settings
+        manager=None,  # (dict|None) DI-engine env-manager settings (keys: env_recovery.env_manager_schema)
         collector_env_num=1,  # (int) popped by create_collector_env_cfg
         evaluator_env_num=1,  # (int) popped by create_evaluator_env_cfg
         n_evaluator_episode=1,  # (int) evaluator episodes
