@@ -27,7 +27,7 @@ import numpy as np
 from ding.utils import BUFFER_REGISTRY
 from easydict import EasyDict
 
-from lzero_ext.buffer.game_segment import PriorZeroGameSegment, candidate_position
+from lzero_ext.buffer.game_segment import PriorZeroGameSegment, candidate_position, state_key
 from lzero_ext.llm.types import LLMSample, Turn
 from lzero_ext.utils.config import merge_strict
 
@@ -114,8 +114,12 @@ class PriorZeroGameBuffer:
         discount_factor=0.997,
         # (int) Past turns (observation, action, reward) given to the LLM as history.
         history_length=5,
-        # (bool) LLM samples come only from steps that carry a finite behaviour log-prob (i.e. had an LLM prior).
+        # (bool) LLM samples come only from steps that carry a finite old prior log-prob (i.e. had an LLM prior).
         llm_require_prior=True,
+        # (int) LLM samples are drawn in groups of up to this many steps at the same state (same observation text;
+        # LLMSample.group_id names the state), so the trainer's advantage_normalization='group' compares actions
+        # taken in one state, GRPO-style; 1 draws steps independently (groups then are mostly singletons).
+        llm_group_size=1,
         # (int) Seed of the buffer's sampling RNG.
         seed=0,
         # DI-engine's create_config / compile_config fill these; accepted, unused.
@@ -130,7 +134,7 @@ class PriorZeroGameBuffer:
     def __init__(self, cfg: Mapping[str, Any] | None = None, tb_logger: Any = None,
                  exp_name: str = 'default_experiment', instance_name: str = 'buffer') -> None:
         self._cfg = merge_strict(self.default_config(), cfg, where="replay_buffer")
-        for key in ('num_unroll_steps', 'td_steps', 'capacity_transitions', 'action_space_size'):
+        for key in ('num_unroll_steps', 'td_steps', 'capacity_transitions', 'action_space_size', 'llm_group_size'):
             if self._cfg[key] < 1:
                 raise ValueError(f"replay_buffer.{key} must be >= 1, got {self._cfg[key]}")
         self._segments: list[PriorZeroGameSegment] = []
@@ -278,7 +282,11 @@ class PriorZeroGameBuffer:
         pass ``advantage_fn`` to compute it from a (target) world model instead.
         """
         eligible = self._llm_eligible_indices() if self._cfg.llm_require_prior else None
-        located = [self._locate(i) for i in self._sample_global_indices(batch_size, eligible)]
+        if self._cfg.llm_group_size > 1:
+            picks = self._sample_state_groups(batch_size, eligible)
+        else:
+            picks = self._sample_global_indices(batch_size, eligible)
+        located = [self._locate(i) for i in picks]
         request = self._advantage_request(located)
         advantages = request.default_advantages
         if advantage_fn is not None:
@@ -287,8 +295,30 @@ class PriorZeroGameBuffer:
                 raise ValueError(f"advantage_fn returned shape {advantages.shape}, expected {(len(located),)}")
         return [self._llm_sample(self._segments[s], p, float(a)) for (s, p), a in zip(located, advantages)]
 
+    def _state_keys(self) -> np.ndarray:
+        """State key (CRC-32 of the observation text) of every own step in the buffer, in global-index order."""
+        keys = [segment.own_state_keys() for segment in self._segments]
+        return np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+
+    def _sample_state_groups(self, batch_size: int, eligible: np.ndarray | None) -> np.ndarray:
+        """``batch_size`` global indices in groups of up to ``llm_group_size`` steps at the same state: an anchor
+        step drawn uniformly, then other steps with its state key drawn without replacement."""
+        population = np.arange(self.get_num_of_transitions()) if eligible is None else eligible
+        if len(population) == 0:
+            raise ValueError("Cannot sample from an empty replay buffer (no eligible transitions)")
+        keys = self._state_keys()[population]
+        picks: list[int] = []
+        while len(picks) < batch_size:
+            anchor = int(self._rng.integers(len(population)))
+            same = np.flatnonzero(keys == keys[anchor])
+            others = same[same != anchor]
+            size = min(self._cfg.llm_group_size - 1, len(others), batch_size - len(picks) - 1)
+            extra = self._rng.choice(others, size=size, replace=False) if size > 0 else []
+            picks += [int(population[anchor])] + [int(population[i]) for i in extra]
+        return np.asarray(picks, dtype=np.int64)
+
     def _llm_eligible_indices(self) -> np.ndarray:
-        finite = [np.isfinite(s.arrays.behaviour_logprobs[:s.num_own_steps]) for s in self._segments]
+        finite = [np.isfinite(s.arrays.old_prior_logprobs[:s.num_own_steps]) for s in self._segments]
         return np.flatnonzero(np.concatenate(finite)) if finite else np.zeros(0, dtype=np.int64)
 
     def _advantage_request(self, located: list[tuple[int, int]]) -> AdvantageRequest:
@@ -332,7 +362,8 @@ class PriorZeroGameBuffer:
             visit_distribution=arrays.visit_distributions[t, indices].copy(),
             action_index=position,
             advantage=advantage,
-            behaviour_logprob=float(arrays.behaviour_logprobs[t]),
+            old_prior_logprob=float(arrays.old_prior_logprobs[t]),
+            group_id=state_key(text.raw_texts[t]),
         )
 
     # ------------------------------------------------------------------ checkpoints

@@ -7,7 +7,8 @@ Alignment convention (one index per *decision step* ``t``, no off-by-one between
   ``action_indices[k]`` means ``valid_actions[k]``), timestep, to_play.
 * ``decision t`` (:class:`StepDecision`): what was decided at observation ``t`` -- executed action index and string,
   MCTS visit distribution and root value, the LLM prior over ``valid_actions`` with its weights version and the
-  behaviour log-prob of the executed action under that prior.
+  log-prob of the executed action under that prior at collection time (``old_prior_logprob``; actions come from the
+  visit counts, not from the prior, so this is no behaviour-policy probability).
 * ``reward t``: the reward received for executing action ``t``.
 
 A segment with ``n`` steps therefore holds ``n + 1`` observations (the last one is the observation after the last
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -89,7 +91,7 @@ class StepDecision:
     root_value: float
     prior_logprobs: np.ndarray | None = None  # [len(valid_actions)] LLM prior over the candidates, in their order
     prior_version: int = -1  # weights version of the LLM that produced prior_logprobs (-1: no prior)
-    behaviour_logprob: float = float("nan")  # log-prob of the executed action under the prior
+    old_prior_logprob: float = float("nan")  # log-prob of the executed action under the prior at collection time
 
 
 @dataclass
@@ -105,7 +107,7 @@ class _SegmentArrays:
     rewards: np.ndarray  # [n] float32
     visit_distributions: np.ndarray  # [n, A] float32
     root_values: np.ndarray  # [n] float32
-    behaviour_logprobs: np.ndarray  # [n] float32
+    old_prior_logprobs: np.ndarray  # [n] float32
     prior_versions: np.ndarray  # [n] int64
 
 
@@ -151,6 +153,7 @@ class PriorZeroGameSegment:
         self.truncated = False  # ... and it ended on the step limit: the last observation still has a value
         self.arrays: _SegmentArrays | None = None
         self.text: _SegmentText | None = None
+        self._state_keys: np.ndarray | None = None  # cache of own_state_keys()
 
     # ------------------------------------------------------------------ building
     def reset(self, first_observation: StepObservation, history_prefix: HistoryPrefix | None = None) -> None:
@@ -226,7 +229,7 @@ class PriorZeroGameSegment:
             rewards=np.asarray(self.rewards, dtype=np.float32),
             visit_distributions=np.stack([_normalised(d.visit_distribution) for d in dec]),
             root_values=np.asarray([d.root_value for d in dec], dtype=np.float32),
-            behaviour_logprobs=np.asarray([d.behaviour_logprob for d in dec], dtype=np.float32),
+            old_prior_logprobs=np.asarray([d.old_prior_logprob for d in dec], dtype=np.float32),
             prior_versions=np.asarray([d.prior_version for d in dec], dtype=np.int64),
         )
         self.text = _SegmentText(
@@ -249,6 +252,15 @@ class PriorZeroGameSegment:
 
     def __len__(self) -> int:
         return self.num_steps
+
+    def own_state_keys(self) -> np.ndarray:
+        """:func:`state_key` of the observation at each own step (finalised segments; computed once)."""
+        if self.text is None:
+            raise RuntimeError("own_state_keys needs a finalized segment")
+        if self._state_keys is None:
+            self._state_keys = np.asarray([state_key(t) for t in self.text.raw_texts[:self.num_own_steps]],
+                                          dtype=np.int64)
+        return self._state_keys
 
     def history_before(self, step: int, max_turns: int) -> tuple[list[str], list[str], list[float]]:
         """(observation texts, action strings, rewards) of up to ``max_turns`` turns before ``step`` (finalised)."""
@@ -284,7 +296,10 @@ class PriorZeroGameSegment:
         segment.ends_episode = bool(state['ends_episode'])
         segment.truncated = bool(state.get('truncated', False))  # checkpoints from before the flag: terminated
         segment.history_prefix = HistoryPrefix(**state['history_prefix'])
-        segment.arrays = _SegmentArrays(**state['arrays'])
+        arrays = dict(state['arrays'])
+        if 'behaviour_logprobs' in arrays:  # checkpoints written before the rename to old_prior_logprobs
+            arrays['old_prior_logprobs'] = arrays.pop('behaviour_logprobs')
+        segment.arrays = _SegmentArrays(**arrays)
         segment.text = _SegmentText(**state['text'])
         return segment
 
@@ -307,6 +322,12 @@ def candidate_position(action_indices: np.ndarray, action: int) -> int | None:
     """Position of discrete ``action`` in a state's ``action_indices``; None when it is not among them."""
     hits = np.flatnonzero(np.asarray(action_indices) == action)
     return int(hits[0]) if len(hits) else None
+
+
+def state_key(observation_text: str) -> int:
+    """Id of a state for grouping LLM samples: steps whose observation text is the same share it (in a
+    deterministic text game the response with look and inventory identifies the state well enough)."""
+    return zlib.crc32(observation_text.encode('utf-8'))
 
 
 def _scalar_reward(reward: float | np.ndarray) -> float:

@@ -6,10 +6,18 @@ scorer, with gradients):
 * ``llm/sft_loss``: cross-entropy H(visits, q) between the MCTS visit distribution and q, which distils the search
   into the LLM instead of imitating only the executed action;
 * ``llm/rl_loss``: PPO-clipped, advantage-weighted log-likelihood of the executed action, the ratio taken against
-  the behaviour log-prob the prior recorded at collection time (so the clip binds when the data are stale; it is not
-  recomputed right before the update, which made upstream's clipping decorative);
+  the log-prob the prior gave that action at collection time (``LLMSample.old_prior_logprob``; so the clip binds
+  when the data are stale; it is not recomputed right before the update, which made upstream's clipping
+  decorative). The action was drawn from MCTS visit counts, not from the prior, so this ratio is no importance
+  ratio (the prior is not the behaviour policy): it is a trust region that keeps q near the old prior;
 * ``llm/kl``: the k3 estimator of KL(q || q_ref) to the frozen initial model, averaged under q over all candidates
   (which makes it the exact KL over candidates); log-ratios are clamped *before* the exponential.
+
+Advantages (``advantage_normalization``): raw advantages are in game points (+10 for one award on detective) while
+the SFT cross-entropy is about log K, so the RL term would dwarf distillation; 'batch' z-scores them over the batch,
+'group' within each ``group_id`` (the buffer's groups: steps at the same state), 'none' keeps the raw values. The
+metrics report the raw advantage scale (``llm/advantage_raw_mean|std|abs_max``) and the weighted terms
+(``llm/sft_term``, ``llm/rl_term``, ``llm/kl_term``) next to the unweighted losses.
 
 Total = sft_weight * sft + rl_weight * rl + kl_coef * kl. Full fine-tuning or LoRA (peft), AdamW, gradient
 accumulation over ``grad_accum`` calls, clipping, warm-up and cosine/linear decay. After every optimiser step the
@@ -48,7 +56,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_LOG_RATIO_CLAMP = 20.0  # PPO ratio: exp of at most e^20, so a stale behaviour log-prob cannot give inf
+_LOG_RATIO_CLAMP = 20.0  # PPO ratio: exp of at most e^20, so a stale old prior log-prob cannot give inf
+ADVANTAGE_NORMALIZATIONS = ("none", "batch", "group")
 _KL_LOG_RATIO_CLAMP = 10.0
 
 
@@ -96,7 +105,7 @@ class LLMTrainer:
         rl_weight=1.0,
         # (float) Weight of the KL to the frozen reference model; 0 skips the reference entirely.
         kl_coef=0.01,
-        # (float) PPO clip range of the ratio q(a) / behaviour(a).
+        # (float) PPO clip range of the ratio q(a) / old_prior(a) (a trust region around the prior at collection).
         clip_eps=0.2,
         # (float) Dual-clip bound c (> 1) on the ratio for negative advantages (Ye et al., 2020); <= 1 disables it.
         dual_clip=3.0,
@@ -104,8 +113,10 @@ class LLMTrainer:
         temperature=1.0,
         # (bool) End candidates with EOS (must match the prior).
         append_eos=True,
-        # (bool) GRPO-style: z-score advantages within each group_id (singleton groups get 0).
-        group_normalize_advantages=False,
+        # (str) Advantage scaling before the RL loss: 'batch' (z-score over the batch), 'group' (z-score within each
+        # group_id, GRPO-style; the buffer groups steps at the same state, replay_buffer.llm_group_size; singleton
+        # groups get 0) or 'none' (raw advantages, in game points).
+        advantage_normalization="batch",
         # (int) States per forward/backward pass.
         micro_batch_size=8,
         # Prompt settings, one commented default each in PROMPT_CONFIG (llm/prompt.py): system_prompt,
@@ -124,6 +135,9 @@ class LLMTrainer:
         return merge_strict(cls.config, {}, where="llm_trainer")
 
     def __init__(self, cfg: Mapping | None = None) -> None:
+        if cfg is not None and "group_normalize_advantages" in cfg:
+            raise KeyError("llm_trainer.group_normalize_advantages was replaced by llm_trainer.advantage_normalization "
+                           "('none' | 'batch' | 'group'; True -> 'group', False -> 'none')")
         self.cfg = merge_strict(self.config, cfg, where="llm_trainer")
         self._validate_config()
         model, self.tokenizer, self.model_path = load_model_and_tokenizer(
@@ -163,6 +177,9 @@ class LLMTrainer:
                 raise ValueError(f"llm_trainer.{key} must be >= 1, got {cfg[key]}")
         if cfg.temperature <= 0:
             raise ValueError(f"llm_trainer.temperature must be > 0, got {cfg.temperature}")
+        if cfg.advantage_normalization not in ADVANTAGE_NORMALIZATIONS:
+            raise ValueError(f"llm_trainer.advantage_normalization must be one of {ADVANTAGE_NORMALIZATIONS}, "
+                             f"got {cfg.advantage_normalization!r}")
         if cfg.clip_eps <= 0 or cfg.kl_coef < 0:
             raise ValueError(f"llm_trainer needs clip_eps > 0 and kl_coef >= 0, got {cfg.clip_eps}, {cfg.kl_coef}")
 
@@ -201,7 +218,7 @@ class LLMTrainer:
                               config_key="policy.llm.trainer.micro_batch_size",
                               keep_micro_batch=self._keep_micro_batch, before_retry=self._discard_gradients)
         metrics = {name: value / len(samples) for name, value in totals.items()}
-        metrics["llm/advantage_mean"] = float(np.mean(advantages))
+        metrics.update(self._scale_metrics(samples, advantages, metrics))
         metrics["llm/samples"] = float(len(samples))
         self._accumulated_calls += 1
         stepped = self._accumulated_calls >= self.cfg.grad_accum
@@ -253,13 +270,19 @@ class LLMTrainer:
                 raise ValueError(f"LLMSample {index}: visit_distribution must be finite, >= 0 and not all zero")
             if not 0 <= sample.action_index < k:
                 raise ValueError(f"LLMSample {index}: action_index {sample.action_index} not in [0, {k})")
-            if self.cfg.group_normalize_advantages and sample.group_id is None:
-                raise ValueError(f"LLMSample {index} has no group_id but group_normalize_advantages=True")
+            if self.cfg.advantage_normalization == "group" and sample.group_id is None:
+                raise ValueError(f"LLMSample {index} has no group_id but advantage_normalization='group'")
+            if not math.isfinite(sample.advantage):
+                raise ValueError(f"LLMSample {index}: advantage {sample.advantage} is not finite")
 
     def _advantages(self, samples: Sequence[LLMSample]) -> np.ndarray:
+        """Advantages as the RL loss uses them (``advantage_normalization``; see the module docstring)."""
         advantages = np.array([s.advantage for s in samples], dtype=np.float64)
-        if not self.cfg.group_normalize_advantages:
+        mode = self.cfg.advantage_normalization
+        if mode == "none":
             return advantages
+        if mode == "batch":
+            return (advantages - advantages.mean()) / (advantages.std() + 1e-6)
         groups = np.array([s.group_id for s in samples])
         normalised = np.zeros_like(advantages)
         for group in np.unique(groups):
@@ -268,6 +291,26 @@ class LLMTrainer:
                 values = advantages[members]
                 normalised[members] = (values - values.mean()) / (values.std() + 1e-6)
         return normalised
+
+    def _scale_metrics(self, samples: Sequence[LLMSample], used: np.ndarray,
+                       means: Mapping[str, float]) -> dict[str, float]:
+        """Scale of each loss term and of the advantages, raw and as used, so their balance can be read off."""
+        raw = np.array([s.advantage for s in samples], dtype=np.float64)
+        cfg = self.cfg
+        out = {
+            "llm/advantage_raw_mean": float(raw.mean()),
+            "llm/advantage_raw_std": float(raw.std()),
+            "llm/advantage_raw_abs_max": float(np.abs(raw).max()),
+            "llm/advantage_mean": float(used.mean()),
+            "llm/advantage_abs_max": float(np.abs(used).max()),
+            "llm/sft_term": cfg.sft_weight * means.get("llm/sft_loss", 0.0),
+            "llm/rl_term": cfg.rl_weight * means.get("llm/rl_loss", 0.0),
+            "llm/kl_term": cfg.kl_coef * means.get("llm/kl", 0.0),
+        }
+        if cfg.advantage_normalization == "group":
+            groups = [s.group_id for s in samples]
+            out["llm/advantage_singleton_frac"] = float(np.mean([groups.count(g) == 1 for g in groups]))
+        return out
 
     def _autocast(self):
         weight = self.model.get_input_embeddings().weight
@@ -312,13 +355,13 @@ class LLMTrainer:
             target = target / target.sum()
             sft = -(target * logq).sum()
             target_entropy = -(target * torch.log(target.clamp_min(1e-30))).sum()
-            log_ratio = (logq[sample.action_index] - sample.behaviour_logprob).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+            log_ratio = (logq[sample.action_index] - sample.old_prior_logprob).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
             ratio = torch.exp(log_ratio)
             advantage = float(advantages[index])
             clipped_ratio = ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps)
             objective = torch.minimum(ratio * advantage, clipped_ratio * advantage)
             if advantage < 0 and cfg.dual_clip > 1:
-                # Dual-clip PPO: with a negative advantage and a stale behaviour log-prob, ratio * A is unbounded
+                # Dual-clip PPO: with a negative advantage and a stale old prior log-prob, ratio * A is unbounded
                 # below; bounding it by dual_clip * A keeps one old sample from dominating the batch.
                 objective = torch.maximum(objective, torch.as_tensor(cfg.dual_clip * advantage, device=ratio.device))
             rl = -objective

@@ -36,9 +36,12 @@ class PriorResult:
 class LLMSample:
     """One training example for the LLM: a state, the search's visit distribution and the executed action.
 
-    ``behaviour_logprob`` is the prior's candidate-normalised log-prob of ``action_index`` at collection time (the
-    PPO ratio's denominator); ``advantage`` is supplied by the caller (e.g. the world model's n-step target minus its
-    value); ``group_id`` groups samples for GRPO-style advantage normalisation.
+    ``old_prior_logprob`` is the prior's candidate-normalised log-prob of ``action_index`` at collection time (the
+    PPO ratio's denominator). The action was drawn from the search's visit counts, not from the prior, so it is not a
+    behaviour-policy probability: the ratio is a trust region around the old prior, not an importance weight.
+    ``advantage`` is supplied by the caller (e.g. the world model's n-step target minus its value); ``group_id``
+    groups samples for per-group advantage normalisation (the buffer sets it to the state: samples with the same
+    observation text share it).
     """
 
     history: list[Turn]
@@ -47,5 +50,5 @@ class LLMSample:
     visit_distribution: np.ndarray  # [K] non-negative, normalised by the trainer
     action_index: int
     advantage: float
-    behaviour_logprob: float
+    old_prior_logprob: float
     group_id: int | None = None

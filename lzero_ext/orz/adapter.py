@@ -2,8 +2,8 @@
 
 ORZ's trainer consumes ``(prompt_text, extra_dict)`` items; the extras dict is the only per-sample channel that
 reaches its generation and reward hooks untouched. PriorZero does not let ORZ sample: the *response* is the action
-the search executed and the *reward* is computed by us (the advantage our RL loss uses, or the step's return), so the
-adapter puts both into the extras for :mod:`lzero_ext.orz.hook` to hand back to ORZ. The prompt is rendered by the
+the search executed and the *reward* is computed by us (the advantage our RL loss uses), so the adapter puts both into
+the extras for :mod:`lzero_ext.orz.hook` to hand back to ORZ. The prompt is rendered by the
 same :class:`~lzero_ext.llm.prompt.PromptBuilder` the prior scores with, so ORZ trains on the prompts MCTS saw.
 
 Pure and deterministic: no model, no ORZ import; only the prompt builder's tokenizer is used (to fit the budget).
@@ -20,7 +20,11 @@ import numpy as np
 from lzero_ext.llm.prompt import PromptBuilder
 from lzero_ext.llm.types import LLMSample
 
-REWARD_SOURCES = ("advantage", "return")
+REWARD_SOURCES = ("advantage",)
+# 'return' was accepted once but no caller ever had returns to pass (LLMSample carries none): every run with it failed.
+REMOVED_REWARD_SOURCES = {"return": "reward_source='return' was removed: nothing supplied per-sample returns, so it "
+                                    "always failed. Use 'advantage' (the n-step target minus the world model's value, "
+                                    "the return with a baseline)"}
 
 # Keys of the extras dict that carry our pre-collected response and reward into ORZ's hooks.
 RESPONSE_KEY = "response"
@@ -34,10 +38,9 @@ class OrzExtras:
     valid_actions: list[str]  # the candidates the search chose among, in the prior's order
     action_index: int  # index of the executed action in valid_actions
     visit_distribution: list[float]  # MCTS visit distribution over valid_actions, normalised to sum 1
-    behaviour_logprob: float  # prior log-prob of the executed action at collection time (NaN if none)
+    old_prior_logprob: float  # prior log-prob of the executed action at collection time (NaN if none)
     advantage: float  # the advantage our RL loss uses for this step
-    step_return: float | None  # the step's return when the caller supplied returns
-    weights_version: int | None  # LLM weights version that produced the behaviour prior, when known
+    weights_version: int | None  # LLM weights version of the prior at collection, when known
     group_id: int | None  # GRPO-style group of the sample, when set
 
 
@@ -62,7 +65,6 @@ def segments_to_orz_samples(
     samples: Sequence[LLMSample],
     prompt_builder: PromptBuilder,
     reward_source: str = "advantage",
-    returns: Sequence[float] | None = None,
     weights_versions: Sequence[int] | None = None,
     append_eos: bool = False,
 ) -> list[OrzSample]:
@@ -71,35 +73,27 @@ def segments_to_orz_samples(
     Args:
         samples: steps from ``PriorZeroGameBuffer.sample_llm_batch``.
         prompt_builder: the prior's prompt builder (same tokenizer, budget, history length and system prompt).
-        reward_source: ``'advantage'`` (``LLMSample.advantage``, what our RL loss weights) or ``'return'``
-            (``returns[i]``, e.g. the n-step value target; ``LLMSample`` does not carry it).
-        returns: one return per sample; required for ``reward_source='return'``, recorded in the extras otherwise.
-        weights_versions: one behaviour weights version per sample, recorded in the extras when given.
+        reward_source: ``'advantage'`` (``LLMSample.advantage``, what our RL loss weights), the only source.
+        weights_versions: one weights version of the prior at collection per sample, recorded in the extras when given.
         append_eos: end the response with the tokenizer's EOS text, as the prior does with ``append_eos=True``.
     """
-    if reward_source not in REWARD_SOURCES:
-        raise ValueError(f"reward_source must be one of {REWARD_SOURCES}, got {reward_source!r}")
+    check_reward_source(reward_source, "reward_source")
     if len(samples) == 0:
         raise ValueError("segments_to_orz_samples got no samples; ORZ cannot train on an empty batch")
-    if reward_source == "return" and returns is None:
-        raise ValueError("reward_source='return' needs `returns` (one per sample): LLMSample carries no return")
-    _check_length("returns", returns, len(samples))
     _check_length("weights_versions", weights_versions, len(samples))
     eos_text = _eos_text(prompt_builder) if append_eos else ""
     converted = []
     for index, sample in enumerate(samples):
         visits = _checked_visits(index, sample)
-        step_return = None if returns is None else float(returns[index])
-        reward = float(sample.advantage) if reward_source == "advantage" else step_return
+        reward = float(sample.advantage)
         if not math.isfinite(reward):
             raise ValueError(f"LLMSample {index}: the {reward_source} used as reward is not finite ({reward})")
         extras = OrzExtras(
             valid_actions=list(sample.candidates),
             action_index=int(sample.action_index),
             visit_distribution=[float(v) for v in visits],
-            behaviour_logprob=float(sample.behaviour_logprob),
+            old_prior_logprob=float(sample.old_prior_logprob),
             advantage=float(sample.advantage),
-            step_return=step_return,
             weights_version=None if weights_versions is None else int(weights_versions[index]),
             group_id=sample.group_id,
         )
@@ -110,6 +104,14 @@ def segments_to_orz_samples(
             extras=extras,
         ))
     return converted
+
+
+def check_reward_source(value: str, where: str) -> None:
+    """A clear error for removed or unknown reward sources."""
+    if value in REMOVED_REWARD_SOURCES:
+        raise ValueError(f"{where}: {REMOVED_REWARD_SOURCES[value]}")
+    if value not in REWARD_SOURCES:
+        raise ValueError(f"{where} must be one of {REWARD_SOURCES}, got {value!r}")
 
 
 def _check_length(name: str, values: Sequence | None, expected: int) -> None:

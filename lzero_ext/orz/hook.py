@@ -14,6 +14,10 @@ Without a usable ORZ stack the start fails with ONE ``ImportError`` listing ever
 ``allow_builtin_trainer_fallback=True``: then a warning is logged and the built-in trainer is used, and its metrics
 carry ``llm/backend_fallback = 1`` so a run cannot silently change algorithm. ORZ is imported only on its path.
 
+Resuming is not supported with ORZ: its policy weights and optimiser live in ORZ's actors (ZeRO-3 shards), which
+PriorZero's checkpoints do not hold, so :meth:`OrzTrainerHook.load_state_dict` raises one clear error saying what
+to do instead (export the LLM and start from it).
+
 Not run here: ORZ needs CUDA, vLLM 0.6.x, DeepSpeed and Ray; only the contract is tested, against a stand-in.
 """
 from __future__ import annotations
@@ -36,7 +40,7 @@ import torch
 from lzero_ext.llm.loading import load_tokenizer, resolve_model_path
 from lzero_ext.llm.prompt import PromptBuilder
 from lzero_ext.llm.types import LLMSample
-from lzero_ext.orz.adapter import REWARD_KEY, REWARD_SOURCES, RESPONSE_KEY, segments_to_orz_samples
+from lzero_ext.orz.adapter import REWARD_KEY, RESPONSE_KEY, check_reward_source, segments_to_orz_samples
 from lzero_ext.utils.config import merge_strict, unknown_key_error
 from lzero_ext.utils.config_types import check_value_types
 
@@ -53,6 +57,11 @@ ORZ_INSTALL_HINT = (
     "Install Open-Reasoner-Zero from a source checkout (`pip install -e .`; the PyPI package named 'orz' is an "
     "unrelated project) inside its GPU stack (torch 2.5.1, vllm 0.6.5, deepspeed 0.16.0 with ORZ's patches, "
     "ray 2.40.0, flash-attn; see ORZ's Dockerfile)"
+)
+
+ORZ_RESUME_HINT = (
+    "Export the trained LLM (PriorZeroPolicy.export_llm) and start a new run with policy.llm.trainer.model_path and "
+    "policy.llm.prior.model_path set to the export (ORZ's exp.pretrain defaults to the trainer's model_path)."
 )
 
 # ORZ settings the hook relies on: one stored response per prompt, our reward through custom_reward_fn, no reward
@@ -160,6 +169,10 @@ class LLMUpdate(Protocol):
 
     def attach_prior(self, prior: "LLMPrior") -> None: ...
 
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: Mapping) -> None: ...
+
 
 class BuiltinLLMUpdate:
     """The built-in trainer behind the :class:`LLMUpdate` interface (``trainer`` stays reachable for checkpoints)."""
@@ -179,6 +192,12 @@ class BuiltinLLMUpdate:
         metrics["llm/backend_orz"] = 0.0
         metrics["llm/backend_fallback"] = float(self.fallback)
         return metrics
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if "model" not in state:
+            raise ValueError("this checkpoint's LLM state comes from the ORZ trainer (counters only, no weights); "
+                             "the built-in LLMTrainer cannot resume from it. " + ORZ_RESUME_HINT)
+        self.trainer.load_state_dict(state)
 
     def attach_prior(self, prior: "LLMPrior") -> None:
         self.trainer.attach_prior(prior)
@@ -273,7 +292,7 @@ class OrzTrainerHook:
     backend = "orz"
 
     config = dict(
-        # (str) Reward given to ORZ: 'advantage' (what our RL loss uses) or 'return' (train() then needs returns).
+        # (str) Reward given to ORZ: 'advantage' (what our RL loss uses; the only source, 'return' was removed).
         reward_source="advantage",
         # (int) Export ORZ's weights to the attached priors every this many updates (1 = after every update).
         weights_sync_every=1,
@@ -295,9 +314,7 @@ class OrzTrainerHook:
     def __init__(self, cfg: Mapping | None, prompt_builder: PromptBuilder, model_path: Path, append_eos: bool,
                  runtime_builder: RuntimeBuilder = build_orz_runtime) -> None:
         self.cfg = merge_strict(self.config, cfg, where="policy.llm.orz", validators={"exp": check_exp_config})
-        if self.cfg.reward_source not in REWARD_SOURCES:
-            raise ValueError(f"policy.llm.orz.reward_source must be one of {REWARD_SOURCES}, "
-                             f"got {self.cfg.reward_source!r}")
+        check_reward_source(self.cfg.reward_source, "policy.llm.orz.reward_source")
         if self.cfg.weights_sync_every < 1:
             raise ValueError(f"policy.llm.orz.weights_sync_every must be >= 1, got {self.cfg.weights_sync_every}")
         self.prompt_builder = prompt_builder
@@ -337,15 +354,15 @@ class OrzTrainerHook:
             packing_max_len=prompt_max_len + generate_max_len,
             colocate_all=True, actor_num_nodes=1, actor_num_gpus_per_node=1, ref_num_nodes=1,
             ref_num_gpus_per_node=1, vllm_num_engines=1, micro_train_batch_size=1, micro_forward_batch_size=1,
-            advantage_normalize=self.cfg.reward_source == "return", use_orm_score=False, top_k=-1, stop=[],
+            # our advantages are in game points: ORZ z-scores them over the batch, as LLMTrainer's default 'batch'
+            advantage_normalize=True, use_orm_score=False, top_k=-1, stop=[],
         )
         return {**defaults, **user, **FORCED_EXP_FIELDS}
 
     # ------------------------------------------------------------------ training
-    def train(self, samples: Sequence[LLMSample], returns: Sequence[float] | None = None,
-              weights_versions: Sequence[int] | None = None) -> dict[str, float]:
+    def train(self, samples: Sequence[LLMSample], weights_versions: Sequence[int] | None = None) -> dict[str, float]:
         """One ORZ PPO step on ``samples``; the version bumps and the priors get the new weights (every N steps)."""
-        orz_samples = segments_to_orz_samples(samples, self.prompt_builder, self.cfg.reward_source, returns,
+        orz_samples = segments_to_orz_samples(samples, self.prompt_builder, self.cfg.reward_source,
                                               weights_versions, append_eos=self.append_eos)
         status = self._loop.run_until_complete(self._ppo_step([s.to_orz_item() for s in orz_samples]))
         self.version += 1
@@ -424,6 +441,13 @@ class OrzTrainerHook:
     def state_dict(self) -> dict[str, int]:
         """Counters only: the weights live in ORZ's actors (ZeRO-3 shards) and ORZ's own saves."""
         return {"version": self.version, "global_step": self.trainer.global_step}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Not supported (module docstring): restoring the counters alone would act with a trained version number
+        while ORZ's actors train on from the pretrained weights."""
+        raise NotImplementedError("resuming a run whose LLM trains through ORZ is not supported: ORZ's policy weights "
+                                  "and optimiser live in its actors, which PriorZero's checkpoints do not hold. "
+                                  + ORZ_RESUME_HINT)
 
     def close(self) -> None:
         self._loop.close()

@@ -388,7 +388,7 @@ class PriorZeroPolicy(Policy):
             predicted = float(search.output.predicted_value[row])
             llm_weight = float(search.llm_weight[row])
         position = obs.candidate_position(action)
-        behaviour = float(llm_logprobs[position]) if position is not None and len(llm_logprobs) else float('nan')
+        old_prior = float(llm_logprobs[position]) if position is not None and len(llm_logprobs) else float('nan')
         decision = StepDecision(
             action=action,
             executed_action=obs.valid_actions[position] if position is not None else '',
@@ -396,7 +396,7 @@ class PriorZeroPolicy(Policy):
             root_value=root_value,
             prior_logprobs=llm_logprobs if len(llm_logprobs) else None,
             prior_version=version,
-            behaviour_logprob=behaviour,
+            old_prior_logprob=old_prior,
         )
         return ActOutput(decision=decision, predicted_value=predicted, llm_weight=llm_weight)
 
@@ -510,10 +510,8 @@ class PriorZeroPolicy(Policy):
         if self._llm_update is not None:
             if state['llm'] is None:
                 raise ValueError("checkpoint has no LLM trainer state but this config trains the LLM")
-            if self._llm_trainer is None:
-                raise ValueError("resuming the ORZ trainer goes through ORZ's own checkpoints (orz.save_path)")
-            self._llm_trainer.load_state_dict(state['llm'])
-            if self._llm_prior is not None:
+            self._llm_update.load_state_dict(state['llm'])  # the ORZ hook refuses with what to do instead
+            if self._llm_prior is not None and self._llm_trainer is not None:
                 self._llm_prior.sync_from(self._llm_trainer)
         self.after_training_burst()
 

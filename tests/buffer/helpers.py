@@ -37,7 +37,7 @@ def decision(step: int, episode: int = 0, with_prior: bool = True) -> StepDecisi
         root_value=float(step) / 10,
         prior_logprobs=np.log(np.full(ACTIONS, 1 / ACTIONS, dtype=np.float32)) if with_prior else None,
         prior_version=3 if with_prior else -1,
-        behaviour_logprob=float(np.log(1 / ACTIONS)) if with_prior else float("nan"),
+        old_prior_logprob=float(np.log(1 / ACTIONS)) if with_prior else float("nan"),
     )
 
 

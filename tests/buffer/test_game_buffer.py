@@ -148,7 +148,7 @@ def test_llm_samples_carry_history_candidates_and_default_advantage():
                                                             for s in range(max(0, step - 3), step)]
         rewards, values = [reward_of(s) for s in range(30)], [s / 10 for s in range(30)]
         assert sample.advantage == pytest.approx(hand_target(rewards, values, step, 30, True) - step / 10, abs=1e-5)
-        assert sample.behaviour_logprob == pytest.approx(np.log(1 / ACTIONS))
+        assert sample.old_prior_logprob == pytest.approx(np.log(1 / ACTIONS))
 
 
 def test_llm_advantage_fn_receives_aligned_request():
@@ -286,3 +286,23 @@ def test_builder_rejects_truncation_without_done():
     builder.reset(observation(0))
     with pytest.raises(ValueError, match="truncated=True needs done=True"):
         builder.append(decision(0), 0.0, observation(1), False, True)
+
+
+def test_llm_samples_carry_state_group_ids_and_can_be_drawn_in_state_groups():
+    buffer = make_buffer(llm_group_size=3)
+    builder = SegmentBuilder(ACTIONS, segment_length=8, pad_length=UNROLL + TD, history_length=3)
+    for _ in range(3):  # the same 10 states three times (a deterministic game replayed)
+        buffer.push_game_segments(play_episode(builder, 10))
+    samples = buffer.sample_llm_batch(12)
+    assert len(samples) == 12
+    groups: dict[int, list] = {}
+    for sample in samples:
+        groups.setdefault(sample.group_id, []).append(sample.observation)
+    for observations in groups.values():  # one state per group id, and the group is filled up to its size
+        assert len(set(observations)) == 1
+    assert all(len(g) % 3 == 0 for g in groups.values())  # whole groups (one state may be drawn twice)
+    independent = make_buffer()
+    independent.push_game_segments(play_episode(builder, 10))
+    by_state = {s.observation: s.group_id for s in independent.sample_llm_batch(10)}
+    assert len(set(by_state.values())) == 10  # ids depend on the state only, and differ between states
+    assert all(by_state[s.observation] == s.group_id for s in samples)

@@ -34,10 +34,10 @@ def _probabilities(prior: TransformersPrior) -> list[np.ndarray]:
 
 
 def _samples(prior, actions, advantages, visits=None) -> list[LLMSample]:
-    behaviour = prior.score([PriorRequest(HISTORY, o, c) for o, c, _ in STATES])
+    old_prior = prior.score([PriorRequest(HISTORY, o, c) for o, c, _ in STATES])
     return [
         LLMSample(HISTORY, o, c, np.asarray(visits[i] if visits else v, dtype=np.float32), actions[i], advantages[i],
-                  float(behaviour[i].logprobs[actions[i]]))
+                  float(old_prior[i].logprobs[actions[i]]))
         for i, (o, c, v) in enumerate(STATES)
     ]
 
@@ -72,11 +72,11 @@ def test_rl_follows_the_sign_of_the_advantage(tiny_model_dir):
 
 
 def test_ppo_clip_stops_the_gradient_outside_the_trust_region(tiny_model_dir):
-    trainer = _trainer(tiny_model_dir, sft_weight=0.0)
+    trainer = _trainer(tiny_model_dir, sft_weight=0.0, advantage_normalization="none")
     prior = _prior(trainer)
     samples = _samples(prior, [1, 2], [1.0, 1.0])
     for sample in samples:
-        sample.behaviour_logprob -= 1.0  # the current policy already likes these actions e times more: clipped
+        sample.old_prior_logprob -= 1.0  # the current policy already likes these actions e times more: clipped
     metrics = trainer.train_step(samples)
     assert metrics["llm/clip_frac"] == 1.0
     assert metrics["llm/grad_norm"] == 0.0
@@ -146,13 +146,45 @@ def test_state_dict_round_trip_restores_weights_and_counters(tiny_model_dir):
 
 
 def test_group_normalised_advantages(tiny_model_dir):
-    trainer = _trainer(tiny_model_dir, group_normalize_advantages=True)
+    trainer = _trainer(tiny_model_dir, advantage_normalization="group")
     prior = _prior(trainer)
     samples = _samples(prior, [0, 0], [1.0, 3.0]) + _samples(prior, [0, 0], [1.0, 3.0])
     for sample, group in zip(samples, [0, 0, 1, 2]):
         sample.group_id = group
     advantages = trainer._advantages(samples)
     np.testing.assert_allclose(advantages, [-1.0, 1.0, 0.0, 0.0], atol=1e-5)
+    metrics = trainer.train_step(samples)
+    assert metrics["llm/advantage_singleton_frac"] == 0.5
+    for sample in samples:
+        sample.group_id = None
+    with pytest.raises(ValueError, match="no group_id"):
+        trainer.train_step(samples)
+
+
+def test_batch_normalised_advantages_and_scale_metrics(tiny_model_dir):
+    trainer = _trainer(tiny_model_dir, kl_coef=0.5, rl_weight=2.0)
+    assert trainer.cfg.advantage_normalization == "batch"  # the default
+    samples = _samples(_prior(trainer), [0, 1], [10.0, 0.0]) + _samples(_prior(trainer), [2, 0], [4.0, 2.0])
+    np.testing.assert_allclose(trainer._advantages(samples), (np.array([10.0, 0.0, 4.0, 2.0]) - 4.0) / np.sqrt(14.0),
+                               atol=1e-5)
+    metrics = trainer.train_step(samples)
+    assert metrics["llm/advantage_raw_mean"] == pytest.approx(4.0)
+    assert metrics["llm/advantage_raw_std"] == pytest.approx(np.sqrt(14.0))
+    assert metrics["llm/advantage_raw_abs_max"] == pytest.approx(10.0)
+    assert metrics["llm/advantage_mean"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["llm/advantage_abs_max"] == pytest.approx(6.0 / np.sqrt(14.0), rel=1e-5)
+    assert metrics["llm/sft_term"] == pytest.approx(metrics["llm/sft_loss"])
+    assert metrics["llm/rl_term"] == pytest.approx(2.0 * metrics["llm/rl_loss"])
+    assert metrics["llm/kl_term"] == pytest.approx(0.5 * metrics["llm/kl"])
+    raw = _trainer(tiny_model_dir, advantage_normalization="none")
+    np.testing.assert_allclose(raw._advantages(samples), [10.0, 0.0, 4.0, 2.0])
+
+
+def test_old_advantage_option_and_bad_values_fail_clearly(tiny_model_dir):
+    with pytest.raises(KeyError, match="replaced by llm_trainer.advantage_normalization"):
+        _trainer(tiny_model_dir, group_normalize_advantages=True)
+    with pytest.raises(ValueError, match="advantage_normalization must be one of"):
+        _trainer(tiny_model_dir, advantage_normalization="episode")
 
 
 def test_bad_samples_are_rejected(tiny_model_dir):
@@ -176,13 +208,31 @@ def test_unknown_trainer_config_key(tiny_model_dir):
 
 
 def test_dual_clip_bounds_the_rl_loss_of_stale_negative_advantage_samples(tiny_model_dir):
-    """A stale behaviour log-prob gives a huge ratio; with A < 0 the loss is capped at dual_clip * |A|."""
+    """A stale old prior log-prob gives a huge ratio; with A < 0 the loss is capped at dual_clip * |A|."""
     sample = LLMSample(history=[], observation="A dark room.", candidates=["north", "south"],
                        visit_distribution=np.array([0.5, 0.5]), action_index=0, advantage=-1.0,
-                       behaviour_logprob=-15.0)
+                       old_prior_logprob=-15.0)
     capped = LLMTrainer(dict(model_path=str(tiny_model_dir), device="cpu", kl_coef=0.0, sft_weight=0.0,
-                             dual_clip=3.0)).train_step([sample])
+                             dual_clip=3.0, advantage_normalization="none")).train_step([sample])
     assert capped["llm/rl_loss"] == pytest.approx(3.0, rel=1e-4)
     uncapped = LLMTrainer(dict(model_path=str(tiny_model_dir), device="cpu", kl_coef=0.0, sft_weight=0.0,
-                               dual_clip=0.0)).train_step([sample])
+                               dual_clip=0.0, advantage_normalization="none")).train_step([sample])
     assert uncapped["llm/rl_loss"] > 100.0
+
+
+def test_pmi_trainer_distribution_equals_the_prior_and_trains(tiny_model_dir):
+    trainer = _trainer(tiny_model_dir, score_rule="pmi", kl_coef=0.1, rl_weight=0.0)
+    prior = TransformersPrior.from_trainer(trainer, dict(max_prompt_tokens=256, cache_size=0, score_rule="pmi"))
+    samples = _samples(prior, [0, 2], [0.0, 0.0])
+    prompts = [trainer.prompt_builder.build(s.history, s.observation, s.candidates) for s in samples]
+    with torch.no_grad():
+        logq = trainer._candidate_logprobs(trainer.model, prompts, [s.candidates for s in samples])
+    for sample, q in zip(samples, logq):  # the ratio's numerator and denominator use the same calibrated score
+        assert q[sample.action_index].item() == pytest.approx(sample.old_prior_logprob, abs=1e-4)
+    before = _probabilities(prior)
+    for _ in range(5):
+        metrics = trainer.train_step(_samples(prior, [0, 2], [0.0, 0.0]))
+    after = _probabilities(prior)
+    assert metrics["llm/kl"] > 0.0
+    targets = [np.asarray(v) for _, _, v in STATES]
+    assert sum(_kl(t, a) for t, a in zip(targets, after)) < sum(_kl(t, b) for t, b in zip(targets, before))

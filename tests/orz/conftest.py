@@ -73,7 +73,7 @@ def make_sample(index: int, num_history: int = 3) -> LLMSample:
         visit_distribution=np.array([2.0, 1.0, 1.0 + index], dtype=np.float32),
         action_index=index % 3,
         advantage=0.5 + index,
-        behaviour_logprob=-1.0 - 0.1 * index,
+        old_prior_logprob=-1.0 - 0.1 * index,
         group_id=index // 2,
     )
 

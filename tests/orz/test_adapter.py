@@ -23,26 +23,16 @@ def test_every_field_with_advantage_reward(samples, prompt_builder):
         assert orz.extras == OrzExtras(
             valid_actions=list(sample.candidates), action_index=sample.action_index,
             visit_distribution=pytest.approx(list(visits / visits.sum())),
-            behaviour_logprob=pytest.approx(sample.behaviour_logprob), advantage=pytest.approx(sample.advantage),
-            step_return=None, weights_version=None, group_id=sample.group_id,
+            old_prior_logprob=pytest.approx(sample.old_prior_logprob), advantage=pytest.approx(sample.advantage),
+            weights_version=None, group_id=sample.group_id,
         )
         assert sum(orz.extras.visit_distribution) == pytest.approx(1.0)
 
 
-def test_return_reward_source_uses_the_returns(samples, prompt_builder):
-    returns = [10.0, -2.0, 0.0, 3.5]
-    converted = segments_to_orz_samples(samples, prompt_builder, reward_source="return", returns=returns,
-                                        weights_versions=[7, 7, 8, 9])
-    assert [o.reward for o in converted] == returns
-    assert [o.extras.step_return for o in converted] == returns
-    assert [o.extras.advantage for o in converted] == pytest.approx([s.advantage for s in samples])
+def test_weights_versions_are_recorded_in_the_extras(samples, prompt_builder):
+    converted = segments_to_orz_samples(samples, prompt_builder, weights_versions=[7, 7, 8, 9])
     assert [o.extras.weights_version for o in converted] == [7, 7, 8, 9]
-
-
-def test_advantage_source_records_given_returns_without_using_them(samples, prompt_builder):
-    converted = segments_to_orz_samples(samples, prompt_builder, returns=[1.0, 2.0, 3.0, 4.0])
     assert [o.reward for o in converted] == pytest.approx([s.advantage for s in samples])
-    assert [o.extras.step_return for o in converted] == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_prompt_keeps_only_the_last_history_turns_like_the_prior(tokenizer, prompt_builder):
@@ -83,8 +73,7 @@ def _with(**changes):
 @pytest.mark.parametrize("batch, kwargs, match", [
     ([make_sample(0)], dict(reward_source="value"), "reward_source must be one of"),
     ([], {}, "no samples"),
-    ([make_sample(0)], dict(reward_source="return"), "needs `returns`"),
-    ([make_sample(0)], dict(returns=[1.0, 2.0]), "returns has 2 entries for 1 samples"),
+    ([make_sample(0)], dict(reward_source="return"), "reward_source='return' was removed"),
     ([make_sample(0)], dict(weights_versions=[1, 2]), "weights_versions has 2 entries"),
     ([make_sample(0), _with(action_index=3)], {}, r"LLMSample 1: action_index 3 not in \[0, 3\)"),
     ([_with(action_index=-1)], {}, "action_index -1"),
@@ -94,7 +83,6 @@ def _with(**changes):
     ([_with(visit_distribution=np.zeros(3))], {}, "not all zero"),
     ([_with(visit_distribution=np.array([1.0, np.nan, 1.0]))], {}, "finite"),
     ([_with(advantage=float("inf"))], {}, "advantage used as reward is not finite"),
-    ([make_sample(0)], dict(reward_source="return", returns=[float("nan")]), "return used as reward is not finite"),
     ([_with(candidates=["  ", "b", "c"], action_index=0)], {}, "executed action is an empty string"),
 ])
 def test_bad_input_raises_a_specific_error(prompt_builder, batch, kwargs, match):

@@ -152,7 +152,7 @@ def test_orz_trainer_gets_our_config_tokenizer_and_no_dataset(orz_hook, fake_orz
     assert cfg.pretrain == str(ensure_default_model())
     assert cfg.prompt_max_len == hook.prompt_builder.max_prompt_tokens
     assert cfg.packing_max_len == cfg.prompt_max_len + 32
-    assert cfg.advantage_normalize is False  # rewards are advantages already
+    assert cfg.advantage_normalize is True  # advantages in game points, z-scored like LLMTrainer's 'batch'
 
 
 def test_train_feeds_our_responses_and_rewards_then_one_ppo_step(orz_hook, samples):
@@ -216,23 +216,34 @@ def test_export_hf_copies_orz_policy_weights(orz_hook, samples, tmp_path):
     assert hook.state_dict() == {"version": 1, "global_step": 1}
 
 
-def test_return_rewards_need_returns_and_are_normalised_by_default(orz_hook, samples):
+def test_advantage_rewards_are_normalised_by_orz_unless_switched_off(orz_hook, samples):
     utils = importlib.import_module("orz.ppo.utils")
     utils.CALLS.clear()
-    hook = orz_hook(reward_source="return")
-    assert hook.trainer.cfg.advantage_normalize is True
-    with pytest.raises(ValueError, match="needs `returns`"):
-        hook.train(samples)
-    hook.train(samples, returns=[1.0, 2.0, 3.0, 4.0])
+    hook = orz_hook()
+    hook.train(samples)
     scores = sorted(entry["score"][-1].item() for entry in hook.trainer.replay_buffer_seen)
-    assert scores == [1.0, 2.0, 3.0, 4.0]
+    assert scores == pytest.approx(sorted(s.advantage for s in samples))
     assert utils.CALLS == [("normalize_advantages", 4)]
+    utils.CALLS.clear()
+    orz_hook(exp=dict(advantage_normalize=False)).train(samples)
+    assert utils.CALLS == []
+
+
+def test_resume_with_orz_fails_with_what_to_do_instead(orz_hook, samples):
+    hook = orz_hook()
+    hook.train(samples)
+    with pytest.raises(NotImplementedError, match="export_llm"):
+        hook.load_state_dict(hook.state_dict())
+    builtin = BuiltinLLMUpdate(trainer=None)
+    with pytest.raises(ValueError, match="comes from the ORZ trainer"):
+        builtin.load_state_dict(hook.state_dict())
 
 
 @pytest.mark.parametrize("orz_changes, error, match", [
     (dict(exp=dict(n_samples_per_prompt=8)), ValueError, "exp.n_samples_per_prompt=8 conflicts"),
     (dict(exp=dict(critic_pretrain="/models/critic")), ValueError, "exp.critic_pretrain"),
     (dict(reward_source="visits"), ValueError, "reward_source must be one of"),
+    (dict(reward_source="return"), ValueError, "reward_source='return' was removed"),
     (dict(weights_sync_every=0), ValueError, "weights_sync_every must be >= 1"),
 ])
 def test_bad_orz_settings_fail_at_start(orz_hook, orz_changes, error, match):
