@@ -271,14 +271,16 @@ def test_truncated_end_bootstraps_the_last_observation_and_terminated_end_bootst
     assert again.target_values.shape == batch.target_values.shape
 
 
-def test_segments_saved_before_the_truncation_flag_load_as_terminated():
+def test_segments_saved_before_the_truncation_flag_and_the_rename_still_load():
     buffer = filled_buffer(num_steps=12)
     state = buffer.state_dict()
     for segment_state in state['segments']:
         del segment_state['truncated']
+        segment_state['arrays']['behaviour_logprobs'] = segment_state['arrays'].pop('old_prior_logprobs')
     restored = make_buffer()
     restored.load_state_dict(state)
-    assert all(s.terminal for s in restored._segments if s.ends_episode)
+    assert all(s.terminal for s in restored._segments if s.ends_episode)  # old episode ends count as terminated
+    assert all(s.old_prior_logprob == pytest.approx(np.log(1 / ACTIONS)) for s in restored.sample_llm_batch(4))
 
 
 def test_builder_rejects_truncation_without_done():
