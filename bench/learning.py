@@ -8,7 +8,7 @@ Run from the repository root::
     python bench/learning.py --merge gpu/learning.csv cpu/learning.csv --out merged   # one table and plot of both
     # the knowing-prior experiment: a transcript-trained prior against its base model, 100-step episodes
     python bench/learning.py --device cuda random=cpu --llm-path smollm2-135m-jericho --base-llm-path smollm2-135m \
-        --max-steps 100 --games default detective.z5 zork1.z5 --seeds 0 1 2 --env-steps 5120 --eval-every 512 --jobs 16
+        --max-steps 100 --games detective.z5 --seeds 0 1 2 --env-steps 1536 --eval-every 512 --eval-episodes 2 --jobs 16
 
 Every method sees the same protocol, taken from PriorZero's config preset (``--debug`` sizes by default,
 ``--full`` for the GPU sizes): the same env (``priorzero_jericho``: game, ``max_steps``, action-space size, token
