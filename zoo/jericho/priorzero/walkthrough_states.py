@@ -11,9 +11,9 @@ than two candidates, no gold, or only gold say nothing about a ranking and are s
 
 Valid-action generation costs about a second per state, so results are cached as JSON under
 ``$PRIORZERO_CACHE/walkthrough_states/<game>-<key>.json`` (key: a hash of everything that changes the result), and
-the CLI builds many games in parallel::
+the CLI builds many games in parallel, one process per game::
 
-    python -m zoo.jericho.priorzero.walkthrough_states --games train --max-states 120 --jobs 15 --out DIR
+    python -m zoo.jericho.priorzero.walkthrough_states --games train --max-states 100 --jobs 16 --timeout-s 280 --out DIR
 """
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,37 +143,59 @@ def load_walkthrough_states(game_path: str | Path, max_states: int | None = None
     return _to_states(record)
 
 
-def _build_one(game: str, max_states: int | None, cache_dir: str | None) -> tuple[str, int, float]:
+def load_cached_walkthrough_states(game_path: str | Path, max_states: int | None = None,
+                                   cache_dir: str | Path | None = None) -> list[WalkthroughState] | None:
+    """Like :func:`load_walkthrough_states`, but None instead of a (slow) build when nothing is cached."""
+    target = cache_file(game_path, max_states, cache_dir)
+    return _to_states(json.loads(target.read_text())) if target.is_file() else None
+
+
+def _build_in_subprocess(game: str, max_states: int | None, cache_dir: str | None,
+                         timeout_s: float | None) -> str:
+    """One game in its own interpreter: an emulator crash (seen on the GPU machine) then loses that game only,
+    where a crashed process-pool worker broke the whole pool."""
+    command = [sys.executable, "-m", "zoo.jericho.priorzero.walkthrough_states", "--games", game, "--jobs", "1"]
+    command += [] if max_states is None else ["--max-states", str(max_states)]
+    command += [] if cache_dir is None else ["--out", str(cache_dir)]
     start = time.perf_counter()
-    states = load_walkthrough_states(game, max_states, cache_dir)
-    return game, len(states), time.perf_counter() - start
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"{game}: FAILED timeout after {timeout_s:.0f} s"
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"{game}: FAILED exit {result.returncode}: {last}"
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else f"{game}: done in " \
+        f"{time.perf_counter() - start:.0f} s"
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Build (or find cached) walkthrough states for many games in a process pool."""
+    """Build (or find cached) walkthrough states for many games, each in its own process, ``--jobs`` at a time."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--games", nargs="+", default=["train", "eval"],
                         help="game names; 'train'/'eval' expand to game_splits' lists")
     parser.add_argument("--max-states", type=int, default=None, help="usable states per game (default: all)")
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="parallel games")
     parser.add_argument("--out", default=None, help="cache folder (default $PRIORZERO_CACHE/walkthrough_states)")
+    parser.add_argument("--timeout-s", type=float, default=None, help="per-game wall-clock limit (default none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    games = resolve_games(args.games)
+    if args.jobs == 1 and len(games) == 1:  # the unit of work (also what each parallel child runs)
+        start = time.perf_counter()
+        states = load_walkthrough_states(games[0], args.max_states, args.out)
+        print(f"{games[0]}: {len(states)} states in {time.perf_counter() - start:.0f} s", flush=True)
+        return
     from lzero_ext.llm.default_model import ensure_default_model
 
-    ensure_default_model()  # the env's tokenizer; built once here rather than by every pool process at once
-    games = resolve_games(args.games)
+    ensure_default_model()  # the env's tokenizer; built once here rather than by every child at once
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(_build_one, game, args.max_states, args.out): game for game in games}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(_build_in_subprocess, game, args.max_states, args.out, args.timeout_s)
+                   for game in games]
         for future in as_completed(futures):
-            try:
-                game, count, seconds = future.result()
-                print(f"{game}: {count} states in {seconds:.0f} s", flush=True)
-            except Exception as error:  # noqa: BLE001 - one broken game must not lose the others
-                print(f"{futures[future]}: FAILED {type(error).__name__}: {error}", flush=True)
+            print(future.result(), flush=True)
     print(f"done: {len(games)} games in {time.perf_counter() - start:.0f} s", flush=True)
-
 
 if __name__ == "__main__":
     main()
