@@ -32,6 +32,7 @@ from lzero_ext.worker.env_recovery import check_env_manager_config
 from lzero_ext.worker.evaluator import PriorZeroEvaluator
 from lzero_ext.worker.ray_collector import RayCollectionBackend
 from zoo.jericho.priorzero.envs.jericho_env import PriorZeroJerichoEnv, load_tokenizer, resolve_game_path
+import zoo.jericho.priorzero.priors  # noqa: F401,E402 - registers the pretrained prior presets (priors/<name>/)
 
 # ---------------------------------------------------------------- most frequently changed settings
 GAME = os.environ.get("PRIORZERO_GAME", "default")  # our own game; or a path such as ../shared/jericho-games/zork1.z5

@@ -1,0 +1,213 @@
+"""Pretrain the LLM prior on other games' walkthroughs with the listwise loss the prior is used with.
+
+Why listwise: the prior is a softmax over a state's valid actions, and search only needs that ranking. Plain
+next-token SFT on walkthrough commands did not move that ranking on unseen games (a first pilot); here each example
+is a walkthrough state (prompt, the env's valid actions, gold = those reaching the walkthrough's world state) and
+the loss is the cross-entropy of the prior's candidate softmax toward the uniform distribution over the gold
+candidates: :class:`LLMTrainer` with ``sft_weight=1``, ``rl_weight=0``, ``kl_coef=0``, LoRA, batches of states.
+
+Only ``game_splits.TRAIN_GAMES`` may be used (an eval game is refused). ``heldout_games`` of them are kept out of
+training for a held-out loss (early sanity; the real test is ``bench/prior_quality.py`` on the eval split).
+Writes ``<out>/adapter`` (peft ``save_pretrained``) and ``<out>/training_record.json``::
+
+    python -m zoo.jericho.priorzero.pretrain_prior --llm-path smollm2-135m --states-dir DIR --out OUT
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lzero_ext.llm.types import LLMSample
+from lzero_ext.utils.config import merge_strict
+from zoo.jericho.priorzero.game_splits import TRAIN_GAMES, check_train_games
+from zoo.jericho.priorzero.walkthrough_states import (
+    WalkthroughState, load_cached_walkthrough_states, load_walkthrough_states,
+)
+
+logger = logging.getLogger(__name__)
+
+config = dict(
+    # (str|None) base model: a preset name (e.g. 'smollm2-135m'), an HF directory, or None for the tiny default LM.
+    llm_path=None,
+    # (list[str]) games whose walkthrough states are used; each must be in game_splits.TRAIN_GAMES.
+    games=list(TRAIN_GAMES),
+    # (int|None) walkthrough states per game (from the start of the walkthrough); None: all.
+    max_states_per_game=100,
+    # (str|None) walkthrough-state cache folder; None: $PRIORZERO_CACHE/walkthrough_states.
+    states_dir=None,
+    # (bool) build the states of a game that is not cached (about a second per state); False skips the game.
+    build_missing=False,
+    # (int) games (of those with states) kept out of training for the held-out loss.
+    heldout_games=2,
+    # (int) optimiser steps.
+    steps=300,
+    # (int) states per optimiser step.
+    batch_states=16,
+    # (int) states per forward/backward pass.
+    micro_batch_size=8,
+    # (float) peak learning rate (LoRA).
+    lr=2e-4,
+    # (int) linear warm-up steps before the cosine decay.
+    warmup_steps=20,
+    # (int) LoRA rank.
+    lora_r=16,
+    # (int) prompt token budget and past turns shown (the full preset's prompt settings).
+    max_prompt_tokens=2048,
+    # (int) past turns in the prompt.
+    history_turns=4,
+    # (str) 'auto' (CUDA if available), 'cpu' or 'cuda[:i]'.
+    device="auto",
+    # (int) seed of the shuffles (data order, held-out games).
+    seed=0,
+    # (str) output folder for the adapter and the training record.
+    out="data_priorzero/pretrain_prior",
+)
+
+
+def to_sample(state: WalkthroughState) -> LLMSample:
+    """A walkthrough state as a trainer sample: target = uniform over the gold candidates, no RL signal."""
+    target = np.zeros(len(state.candidates), dtype=np.float32)
+    target[list(state.gold)] = 1.0 / len(state.gold)
+    return LLMSample(history=list(state.history), observation=state.observation, candidates=list(state.candidates),
+                     visit_distribution=target, action_index=state.gold[0], advantage=0.0, old_prior_logprob=0.0)
+
+
+def load_states(cfg) -> dict[str, list[WalkthroughState]]:
+    """States per game (games with no usable state dropped); refuses eval games before reading anything."""
+    names = check_train_games(cfg.games)
+    loader = load_walkthrough_states if cfg.build_missing else load_cached_walkthrough_states
+    states = {}
+    for name in names:
+        found = loader(name, cfg.max_states_per_game, cfg.states_dir)
+        if found:
+            states[name] = found
+        else:
+            logger.warning("no cached walkthrough states for %s: skipped", name)
+    return states
+
+
+def data_hash(states: list[WalkthroughState]) -> str:
+    payload = json.dumps([[s.game, s.step, s.candidates, s.gold] for s in states])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def evaluate(trainer, states: list[WalkthroughState]) -> dict[str, float]:
+    """Mean listwise loss, top-1 (ties split) and gold mass of the trainer's current model on ``states``."""
+    import torch
+
+    losses, top1, mass = [], [], []
+    trainer.model.eval()
+    with torch.no_grad(), trainer._autocast():  # noqa: SLF001 - the trainer's own bf16 setting
+        for start in range(0, len(states), trainer.cfg.micro_batch_size):
+            chunk = states[start:start + trainer.cfg.micro_batch_size]
+            prompts = [trainer.prompt_builder.build(s.history, s.observation, s.candidates) for s in chunk]
+            logqs = trainer._candidate_logprobs(trainer.model, prompts, [list(s.candidates) for s in chunk])  # noqa: SLF001
+            for state, logq in zip(chunk, logqs):
+                logq = logq.float().cpu().numpy()
+                gold = list(state.gold)
+                losses.append(-float(np.mean(logq[gold])))
+                best = np.flatnonzero(logq >= logq.max() - 1e-6)
+                top1.append(len(set(best) & set(gold)) / len(best))
+                mass.append(float(np.exp(logq[gold]).sum()))
+    return {"loss": float(np.mean(losses)), "top1": float(np.mean(top1)), "gold_mass": float(np.mean(mass)),
+            "states": len(states)}
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__}
+
+
+def _machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.node()} {platform.machine()}, {gpu}"
+
+
+def pretrain(user_cfg: dict | None = None, states_by_game: dict[str, list[WalkthroughState]] | None = None) -> dict:
+    """Run the pretraining described by ``config`` updated with ``user_cfg``; returns the training record.
+
+    ``states_by_game`` replaces loading from the cache (tests); its games are checked against the split too.
+    """
+    from lzero_ext.llm.trainer import LLMTrainer
+
+    cfg = merge_strict(config, user_cfg or {}, where="pretrain_prior")
+    start_time = time.time()
+    if states_by_game is not None:
+        check_train_games(list(states_by_game))
+    by_game = load_states(cfg) if states_by_game is None else states_by_game
+    if len(by_game) <= cfg.heldout_games:
+        raise ValueError(f"{len(by_game)} games have states; need more than heldout_games={cfg.heldout_games}")
+    rng = random.Random(cfg.seed)
+    heldout_names = sorted(rng.sample(sorted(by_game), cfg.heldout_games))
+    train = [s for name in sorted(by_game) if name not in heldout_names for s in by_game[name]]
+    heldout = [s for name in heldout_names for s in by_game[name]]
+    trainer = LLMTrainer(dict(
+        model_path=cfg.llm_path, device=cfg.device, lr=cfg.lr, use_lora=True, lora_r=cfg.lora_r,
+        lora_alpha=2 * cfg.lora_r, sft_weight=1.0, rl_weight=0.0, kl_coef=0.0, advantage_normalization="none",
+        lr_schedule="cosine", warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
+        micro_batch_size=cfg.micro_batch_size, max_prompt_tokens=cfg.max_prompt_tokens,
+        history_turns=cfg.history_turns,
+    ))
+    before = evaluate(trainer, heldout) if heldout else {}
+    order: list[WalkthroughState] = []
+    losses = []
+    for step in range(cfg.steps):
+        while len(order) < cfg.batch_states:  # epochs of shuffled training states
+            order += rng.sample(train, len(train))
+        batch, order = order[:cfg.batch_states], order[cfg.batch_states:]
+        metrics = trainer.train_step([to_sample(s) for s in batch])
+        losses.append(metrics["llm/sft_loss"])
+        if step % 20 == 0 or step == cfg.steps - 1:
+            print(f"step {step}: listwise loss {losses[-1]:.3f} (mean of last 20: {np.mean(losses[-20:]):.3f})",
+                  flush=True)
+    after = evaluate(trainer, heldout) if heldout else {}
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(out / "adapter")
+    tenth = max(1, cfg.steps // 10)
+    record = {
+        "train_games": sorted(set(by_game) - set(heldout_names)), "heldout_games": heldout_names,
+        "train_states": len(train), "heldout_states": len(heldout), "data_hash": data_hash(train + heldout),
+        "command": " ".join(sys.argv), "config": dict(cfg), "steps": cfg.steps,
+        "loss_curve": {"first_10pct": float(np.mean(losses[:tenth])), "last_10pct": float(np.mean(losses[-tenth:])),
+                       "every_10pct": [float(np.mean(losses[i:i + tenth])) for i in range(0, cfg.steps, tenth)]},
+        "heldout_before": before, "heldout_after": after, "seconds": round(time.time() - start_time, 1),
+        "machine": _machine(), "versions": _versions(),
+    }
+    (out / "training_record.json").write_text(json.dumps(record, indent=1))
+    print(json.dumps({k: record[k] for k in ("loss_curve", "heldout_before", "heldout_after", "seconds")}), flush=True)
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for key, default in config.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(default, list):
+            parser.add_argument(flag, nargs="+", default=None)
+        elif isinstance(default, bool):
+            parser.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=None)
+        else:
+            parser.add_argument(flag, type=type(default) if default is not None else str, default=None)
+    args = vars(parser.parse_args(argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pretrain({key: value for key, value in args.items() if value is not None})
+
+
+if __name__ == "__main__":
+    main()
