@@ -180,12 +180,12 @@ class LLMTrainer:
         if cfg.advantage_normalization not in ADVANTAGE_NORMALIZATIONS:
             raise ValueError(f"llm_trainer.advantage_normalization must be one of {ADVANTAGE_NORMALIZATIONS}, "
                              f"got {cfg.advantage_normalization!r}")
+        check_score_rule(cfg.score_rule, "llm_trainer.score_rule")
         if cfg.clip_eps <= 0 or cfg.kl_coef < 0:
             raise ValueError(f"llm_trainer needs clip_eps > 0 and kl_coef >= 0, got {cfg.clip_eps}, {cfg.kl_coef}")
 
     def _wrap_lora(self, model: torch.nn.Module) -> torch.nn.Module:
         require("peft", "LoRA fine-tuning (llm_trainer.use_lora=True)", "pip install peft, or set use_lora=False.")
-        check_score_rule(cfg.score_rule, "llm_trainer.score_rule")
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(
