@@ -476,8 +476,27 @@ def _continuation_mask(layout: _PackedLayout) -> torch.Tensor:
     return allowed
 
 
-def _as_attention_mask(model, allowed: torch.Tensor) -> torch.Tensor:
-    """[B, 1, Q, KV] mask in the form the attention implementation expects (bool for sdpa, additive for eager)."""
+def _sliding_window(model) -> int | None:
+    """The window of the model's sliding-attention layers (Gemma 3, Qwen2 with sliding layers), None if it has none."""
+    if "sliding_attention" in (getattr(model.config, "layer_types", None) or ()):
+        return model.config.sliding_window
+    return None
+
+
+def _as_attention_mask(model, allowed: torch.Tensor, query_positions: torch.Tensor, key_positions: torch.Tensor):
+    """[B, 1, Q, KV] mask in the form the attention implementation expects (bool for sdpa, additive for eager).
+
+    A custom 4D mask bypasses HF's own sliding-window mask, so models with sliding layers get HF's per-layer-type
+    dict whose sliding entry also hides keys ``sliding_window`` or more positions back (as HF's mask does).
+    """
+    window = _sliding_window(model)
+    if window is None:
+        return _mask_tensor(model, allowed)
+    in_window = query_positions[:, :, None] - key_positions[:, None, :] < window
+    return {"full_attention": _mask_tensor(model, allowed), "sliding_attention": _mask_tensor(model, allowed & in_window)}
+
+
+def _mask_tensor(model, allowed: torch.Tensor) -> torch.Tensor:
     allowed = allowed[:, None]
     if model.config._attn_implementation == "sdpa":
         return allowed
@@ -509,7 +528,11 @@ def _score_layout(
         prompt_end_hidden = prefill.last_hidden_state[state_index, last_prompt]
         continuation_hidden = decoder(
             input_ids=layout.continuation_ids,
-            attention_mask=_as_attention_mask(model, continuation_mask),
+            attention_mask=_as_attention_mask(
+                model, continuation_mask, positions,
+                torch.cat([torch.arange(layout.prompt_ids.shape[1], device=positions.device)[None].expand(batch, -1),
+                           positions], dim=1),
+            ),
             **{cache_keyword: cache},
             position_ids=positions,
             use_cache=True,
@@ -523,10 +546,11 @@ def _score_layout(
         )
         full_mask = torch.cat([prompt_rows[None].expand(batch, -1, -1), continuation_mask], dim=1)
         prompt_positions = torch.arange(prompt_width, device=positions.device)[None].expand(batch, -1)
+        all_positions = torch.cat([prompt_positions, positions], dim=1)
         hidden = decoder(
             input_ids=torch.cat([layout.prompt_ids, layout.continuation_ids], dim=1),
-            attention_mask=_as_attention_mask(model, full_mask),
-            position_ids=torch.cat([prompt_positions, positions], dim=1),
+            attention_mask=_as_attention_mask(model, full_mask, all_positions, all_positions),
+            position_ids=all_positions,
             use_cache=False,
         ).last_hidden_state
         prompt_end_hidden = hidden[state_index, last_prompt]

@@ -228,3 +228,55 @@ def test_register_refuses_clashes_and_unknown_bases(registered, tiny_model_dir):
         register_model_preset(LoRAPreset(name="orphan-lora", description="x", base="no-such-base", adapter_dir=None))
     with pytest.raises(ValueError, match="Invalid preset name"):
         register_model_preset(DirectoryPreset(name="a/b", description="x", path=tiny_model_dir))
+
+
+# --- scoring on the presets' architectures (llama: SmolLM2, gemma3_text: Gemma 3), tiny random stand-ins ---
+
+_PROMPTS = ["You are west of a white house. There is a small mailbox here. " * 3 + "What do you do?", "A troll."]
+_CANDIDATES = [["open mailbox", "go north", "take leaflet"], ["kill troll with sword", "flee"]]
+
+
+def _check_modes_match_naive(model, tokenizer, expect_lean: bool) -> None:
+    from lzero_ext.llm.scoring import naive_score_candidates, resolve_scoring_mode, score_candidates
+
+    with torch.no_grad():
+        reference = naive_score_candidates(model, tokenizer, _PROMPTS, _CANDIDATES)
+        modes = ["prefix_cache", "packed"] + (["lean"] if expect_lean else [])
+        for mode in modes:
+            scores = score_candidates(model, tokenizer, _PROMPTS, _CANDIDATES, mode=mode)
+            for got, want in zip(scores, reference):
+                torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5, msg=lambda text: f"{mode}: {text}")
+    assert resolve_scoring_mode(model, "auto", training=False) == ("lean" if expect_lean else "prefix_cache")
+
+
+def test_llama_from_gguf_scores_exactly_in_every_mode(tmp_path, tiny_model_dir):
+    from tests.llm.test_gguf_conversion import write_tiny_llama_gguf
+
+    from lzero_ext.llm.gguf_conversion import convert_gguf
+
+    directory = convert_gguf(write_tiny_llama_gguf(tmp_path / "tiny.gguf", tiny_model_dir), tmp_path / "tiny")
+    model, tokenizer, _ = load_model_and_tokenizer(str(directory), device="cpu", dtype="float32")
+    _check_modes_match_naive(model, tokenizer, expect_lean=True)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_gemma3_sliding_window_is_respected_and_lean_refuses(tiny_model_dir, tiny_tokenizer, attention):
+    """Prompts longer than the sliding window: the custom masks must still hide keys outside the window."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from lzero_ext.llm.lean_forward import check_lean_support
+
+    config = Gemma3TextConfig(
+        vocab_size=len(tiny_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"], query_pre_attn_scalar=32,
+        pad_token_id=tiny_tokenizer.pad_token_id, eos_token_id=tiny_tokenizer.eos_token_id,
+    )
+    config._attn_implementation = attention
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(config).eval()
+    prompt_lengths = [len(ids) for ids in tiny_tokenizer(_PROMPTS)["input_ids"]]
+    assert max(prompt_lengths) > 3 * config.sliding_window
+    _check_modes_match_naive(model, tiny_tokenizer, expect_lean=False)
+    with pytest.raises(ValueError, match="Gemma3DecoderLayer"):
+        check_lean_support(model)
