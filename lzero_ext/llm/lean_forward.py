@@ -35,7 +35,10 @@ def check_lean_support(model, training: bool | None = None) -> None:
     decoder = model.get_decoder()
     for index, layer in enumerate(decoder.layers):
         if type(layer) not in (Qwen2DecoderLayer, LlamaDecoderLayer):
-            raise ValueError(f"mode='lean' supports Qwen2/Llama decoder layers, not {type(layer).__name__}")
+            raise ValueError(
+                f"mode='lean' supports Qwen2/Llama decoder layers, not {type(layer).__name__} (e.g. Gemma 3's "
+                f"query/key norms, extra norms and sliding-window layers are not re-implemented); use 'prefix_cache'"
+            )
         attention = layer.self_attn
         if getattr(attention, "sliding_window", None) is not None:  # HF attribute, set only for sliding layers
             raise ValueError(f"mode='lean' does not support sliding-window attention (layer {index})")
