@@ -153,3 +153,37 @@ def test_old_length_normalize_key_and_bad_score_rule_are_refused(tiny_model_dir)
         build_prior(dict(model_path=str(tiny_model_dir), length_normalize=True))
     with pytest.raises(ValueError, match="score_rule"):
         build_prior(dict(model_path=str(tiny_model_dir), score_rule="max"))
+
+
+class _FakeVLLM:
+    """Stands in for ``vllm.LLM.generate`` with prompt log-probs from a transformers model (vLLM's output shape)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def generate(self, inputs, sampling_params, use_tqdm=False):
+        from types import SimpleNamespace
+
+        outputs = []
+        for item in inputs:
+            ids = item["prompt_token_ids"]
+            with torch.no_grad():
+                logprobs = torch.log_softmax(self.model(torch.tensor([ids])).logits[0].double(), dim=-1)
+            entries = [None] + [{ids[i]: SimpleNamespace(logprob=logprobs[i - 1, ids[i]].item())}
+                                for i in range(1, len(ids))]
+            outputs.append(SimpleNamespace(prompt_logprobs=entries))
+        return outputs
+
+
+@pytest.mark.parametrize("score_rule", ["sum", "mean", "pmi"])
+def test_vllm_scoring_path_matches_the_transformers_prior(tiny_model_dir, tiny_model, score_rule):
+    from lzero_ext.llm.prior import LLMPrior, VLLMPrior
+
+    cfg = dict(model_path=str(tiny_model_dir), device="cpu", max_prompt_tokens=256, score_rule=score_rule)
+    reference = TransformersPrior(cfg)
+    vllm_prior = VLLMPrior.__new__(VLLMPrior)  # skip vLLM's engine start; the scoring code path is the real one
+    LLMPrior.__init__(vllm_prior, dict(cfg, backend="vllm"))
+    vllm_prior._llm, vllm_prior._sampling_params = _FakeVLLM(tiny_model), None
+    vllm_prior.tokenizer, vllm_prior.prompt_builder = reference.tokenizer, reference.prompt_builder
+    for got, expected in zip(vllm_prior.score(REQUESTS), reference.score(REQUESTS)):
+        np.testing.assert_allclose(got.logprobs, expected.logprobs, atol=1e-4)
