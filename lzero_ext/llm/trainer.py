@@ -17,7 +17,8 @@ Advantages (``advantage_normalization``): raw advantages are in game points (+10
 the SFT cross-entropy is about log K, so the RL term would dwarf distillation; 'batch' z-scores them over the batch,
 'group' within each ``group_id`` (the buffer's groups: steps at the same state), 'none' keeps the raw values. The
 metrics report the raw advantage scale (``llm/advantage_raw_mean|std|abs_max``) and the weighted terms
-(``llm/sft_term``, ``llm/rl_term``, ``llm/kl_term``) next to the unweighted losses.
+(``llm/sft_term``, ``llm/rl_term``, ``llm/kl_term``; ``llm/rl_term_abs`` is the mean of |rl|, the RL term's scale, as
+centred advantages make its mean about 0) next to the unweighted losses.
 
 Total = sft_weight * sft + rl_weight * rl + kl_coef * kl. Full fine-tuning or LoRA (peft), AdamW, gradient
 accumulation over ``grad_accum`` calls, clipping, warm-up and cosine/linear decay. After every optimiser step the
@@ -305,6 +306,7 @@ class LLMTrainer:
             "llm/advantage_abs_max": float(np.abs(used).max()),
             "llm/sft_term": cfg.sft_weight * means.get("llm/sft_loss", 0.0),
             "llm/rl_term": cfg.rl_weight * means.get("llm/rl_loss", 0.0),
+            "llm/rl_term_abs": cfg.rl_weight * means.get("llm/rl_loss_abs", 0.0),
             "llm/kl_term": cfg.kl_coef * means.get("llm/kl", 0.0),
         }
         if cfg.advantage_normalization == "group":
@@ -348,7 +350,8 @@ class LLMTrainer:
         reference = self._reference_logprobs(prompts, candidates)
         policy = self._candidate_logprobs(self.model, prompts, candidates)
         cfg = self.cfg
-        sums = {name: 0.0 for name in ("sft_loss", "sft_kl", "rl_loss", "kl", "clip_frac", "ratio", "entropy")}
+        sums = {name: 0.0 for name in ("sft_loss", "sft_kl", "rl_loss", "rl_loss_abs", "kl", "clip_frac", "ratio",
+                                       "entropy")}
         losses = []
         for index, (sample, logq) in enumerate(zip(samples, policy)):
             target = torch.as_tensor(sample.visit_distribution, dtype=torch.float32, device=logq.device)
@@ -376,6 +379,7 @@ class LLMTrainer:
             sums["sft_loss"] += sft.item()
             sums["sft_kl"] += (sft - target_entropy).item()
             sums["rl_loss"] += rl.item()
+            sums["rl_loss_abs"] += abs(rl.item())  # the RL term's scale (its mean is ~0 with centred advantages)
             sums["clip_frac"] += float(abs(ratio.item() - 1) > cfg.clip_eps)
             sums["ratio"] += ratio.item()
             sums["entropy"] += -(q * logq).sum().item()

@@ -175,6 +175,8 @@ def test_batch_normalised_advantages_and_scale_metrics(tiny_model_dir):
     assert metrics["llm/advantage_abs_max"] == pytest.approx(6.0 / np.sqrt(14.0), rel=1e-5)
     assert metrics["llm/sft_term"] == pytest.approx(metrics["llm/sft_loss"])
     assert metrics["llm/rl_term"] == pytest.approx(2.0 * metrics["llm/rl_loss"])
+    assert metrics["llm/rl_term_abs"] == pytest.approx(2.0 * metrics["llm/rl_loss_abs"])
+    assert metrics["llm/rl_loss_abs"] >= abs(metrics["llm/rl_loss"]) and metrics["llm/rl_loss_abs"] > 0.1
     assert metrics["llm/kl_term"] == pytest.approx(0.5 * metrics["llm/kl"])
     raw = _trainer(tiny_model_dir, advantage_normalization="none")
     np.testing.assert_allclose(raw._advantages(samples), [10.0, 0.0, 4.0, 2.0])
