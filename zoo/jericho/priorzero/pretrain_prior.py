@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lzero_ext.llm.prompt import PromptTooLongError
 from lzero_ext.llm.types import LLMSample
 from lzero_ext.utils.config import merge_strict
 from zoo.jericho.priorzero.game_splits import TRAIN_GAMES, check_train_games
@@ -50,6 +51,8 @@ config = dict(
     heldout_games=2,
     # (int) optimiser steps.
     steps=300,
+    # (float|None) stop training after this many seconds (the adapter and record are still written); None: no limit.
+    max_seconds=None,
     # (int) states per optimiser step.
     batch_states=16,
     # (int) states per forward/backward pass.
@@ -122,6 +125,18 @@ def evaluate(trainer, states: list[WalkthroughState]) -> dict[str, float]:
             "states": len(states)}
 
 
+def _fitting(trainer, states: list[WalkthroughState]) -> list[WalkthroughState]:
+    """The states whose prompt fits the budget even without history (the prior skips the others the same way)."""
+    kept = []
+    for state in states:
+        try:
+            trainer.prompt_builder.build(state.history, state.observation, state.candidates)
+        except PromptTooLongError:
+            continue
+        kept.append(state)
+    return kept
+
+
 def _versions() -> dict[str, str]:
     import peft
     import torch
@@ -156,6 +171,7 @@ def pretrain(user_cfg: dict | None = None, states_by_game: dict[str, list[Walkth
     heldout_names = sorted(rng.sample(sorted(by_game), cfg.heldout_games))
     train = [s for name in sorted(by_game) if name not in heldout_names for s in by_game[name]]
     heldout = [s for name in heldout_names for s in by_game[name]]
+    train_total, heldout_total = len(train), len(heldout)
     trainer = LLMTrainer(dict(
         model_path=cfg.llm_path, device=cfg.device, lr=cfg.lr, use_lora=True, lora_r=cfg.lora_r,
         lora_alpha=2 * cfg.lora_r, sft_weight=1.0, rl_weight=0.0, kl_coef=0.0, advantage_normalization="none",
@@ -163,10 +179,15 @@ def pretrain(user_cfg: dict | None = None, states_by_game: dict[str, list[Walkth
         micro_batch_size=cfg.micro_batch_size, max_prompt_tokens=cfg.max_prompt_tokens,
         history_turns=cfg.history_turns,
     ))
+    train, heldout = _fitting(trainer, train), _fitting(trainer, heldout)
+    skipped = {"train": train_total - len(train), "heldout": heldout_total - len(heldout)}
     before = evaluate(trainer, heldout) if heldout else {}
     order: list[WalkthroughState] = []
     losses = []
     for step in range(cfg.steps):
+        if cfg.max_seconds is not None and time.time() - start_time > cfg.max_seconds:
+            print(f"stopping at step {step}: max_seconds={cfg.max_seconds} reached", flush=True)
+            break
         while len(order) < cfg.batch_states:  # epochs of shuffled training states
             order += rng.sample(train, len(train))
         batch, order = order[:cfg.batch_states], order[cfg.batch_states:]
@@ -179,19 +200,24 @@ def pretrain(user_cfg: dict | None = None, states_by_game: dict[str, list[Walkth
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(out / "adapter")
-    tenth = max(1, cfg.steps // 10)
+    steps_done = len(losses)
+    tenth = max(1, steps_done // 10)
     record = {
         "train_games": sorted(set(by_game) - set(heldout_names)), "heldout_games": heldout_names,
         "train_states": len(train), "heldout_states": len(heldout), "data_hash": data_hash(train + heldout),
-        "command": " ".join(sys.argv), "config": dict(cfg), "steps": cfg.steps,
+        "skipped_over_prompt_budget": skipped,
+        "command": " ".join(sys.argv), "config": dict(cfg), "steps": steps_done,
         "loss_curve": {"first_10pct": float(np.mean(losses[:tenth])), "last_10pct": float(np.mean(losses[-tenth:])),
-                       "every_10pct": [float(np.mean(losses[i:i + tenth])) for i in range(0, cfg.steps, tenth)]},
+                       "every_10pct": [float(np.mean(losses[i:i + tenth])) for i in range(0, steps_done, tenth)]},
         "heldout_before": before, "heldout_after": after, "seconds": round(time.time() - start_time, 1),
         "machine": _machine(), "versions": _versions(),
     }
     (out / "training_record.json").write_text(json.dumps(record, indent=1))
     print(json.dumps({k: record[k] for k in ("loss_curve", "heldout_before", "heldout_after", "seconds")}), flush=True)
     return record
+
+
+_OPTIONAL_TYPES = {"max_seconds": float}  # keys whose default is None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -203,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         elif isinstance(default, bool):
             parser.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=None)
         else:
-            parser.add_argument(flag, type=type(default) if default is not None else str, default=None)
+            parser.add_argument(flag, type=_OPTIONAL_TYPES.get(key, type(default) if default is not None else str),
+                                default=None)
     args = vars(parser.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pretrain({key: value for key, value in args.items() if value is not None})
