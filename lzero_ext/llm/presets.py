@@ -6,7 +6,8 @@ converted (:mod:`lzero_ext.llm.gguf_conversion`) into ``<cache root>/models/<nam
 ``$PRIORZERO_CACHE`` or ``~/.cache/priorzero``), and that plain HF directory then goes through the same
 ``from_pretrained`` path as a user's own model. A missing package raises an error with the exact pip command.
 
-Other packages add presets with :func:`register_model_preset`; a :class:`LoRAPreset` is a base preset plus a LoRA
+Other packages add presets with :func:`register_model_preset` (called on import, or declared as an entry point in
+the ``lzero_ext.model_presets`` group so the name resolves before anything imported them); a :class:`LoRAPreset` is a base preset plus a LoRA
 adapter directory, merged once into a cached plain HF directory (the cache key includes the adapter files' hash).
 :func:`merge_lora_adapter` does the same merge for any base directory (benchmarks).
 
@@ -261,6 +262,33 @@ class LoRAPreset(ModelPreset):
 
 
 _PRESETS: dict[str, ModelPreset] = {}
+PRESET_ENTRY_POINT_GROUP = "lzero_ext.model_presets"
+_plugins_loaded = False
+
+
+def _entry_points(group: str):
+    from importlib.metadata import entry_points
+
+    return entry_points(group=group)
+
+
+def _load_plugin_presets() -> None:
+    """Import, once, the presets other installed packages declare under the ``lzero_ext.model_presets`` entry-point
+    group (value: a module that registers on import, or a callable that registers), so their names resolve even
+    when nothing imported them yet. A failing plugin is logged, not fatal: the built-in presets stay usable.
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry_point in _entry_points(PRESET_ENTRY_POINT_GROUP):
+        try:
+            target = entry_point.load()
+            if callable(target):
+                target()
+        except Exception as error:  # noqa: BLE001 - a broken plugin must not break model loading
+            logger.warning("Model preset plugin %r failed to load: %s: %s", entry_point.name, type(error).__name__,
+                           error)
 
 
 def register_model_preset(preset: ModelPreset, *, replace: bool = False) -> ModelPreset:
@@ -280,16 +308,19 @@ def unregister_model_preset(name: str) -> None:
 
 
 def preset_names() -> list[str]:
+    _load_plugin_presets()
     return sorted(_PRESETS)
 
 
 def get_preset(name: str) -> ModelPreset:
+    _load_plugin_presets()
     if name not in _PRESETS:
         raise KeyError(f"Unknown model preset {name!r}; known presets: {', '.join(preset_names())}")
     return _PRESETS[name]
 
 
 def is_preset_name(name: object) -> bool:
+    _load_plugin_presets()
     return isinstance(name, str) and name in _PRESETS
 
 

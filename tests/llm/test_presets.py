@@ -280,3 +280,27 @@ def test_gemma3_sliding_window_is_respected_and_lean_refuses(tiny_model_dir, tin
     _check_modes_match_naive(model, tiny_tokenizer, expect_lean=False)
     with pytest.raises(ValueError, match="Gemma3DecoderLayer"):
         check_lean_support(model)
+
+
+def test_entry_point_plugins_register_presets_lazily_and_a_broken_one_is_only_logged(monkeypatch, tiny_model_dir,
+                                                                                      caplog):
+    class EntryPoint:
+        def __init__(self, name, target):
+            self.name, self._target = name, target
+
+        def load(self):
+            if isinstance(self._target, Exception):
+                raise self._target
+            return self._target
+
+    def register():
+        register_model_preset(DirectoryPreset(name="plugin-preset-test", description="x", path=tiny_model_dir))
+
+    monkeypatch.setattr(presets, "_plugins_loaded", False)
+    monkeypatch.setattr(presets, "_entry_points", lambda group: [EntryPoint("broken", ImportError("no such module")),
+                                                                 EntryPoint("good", register)])
+    try:
+        assert resolve_model_path("plugin-preset-test") == tiny_model_dir
+        assert "broken" in caplog.text and "no such module" in caplog.text
+    finally:
+        unregister_model_preset("plugin-preset-test")
