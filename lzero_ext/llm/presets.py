@@ -88,7 +88,7 @@ class ModelPreset:
         missing = self.missing_requirements()
         if missing:
             raise PresetUnavailableError(
-                f"Model preset {self.name!r} needs {', '.join(missing)}, which is not installed. Install it with:\n"
+                f"Model preset {self.name!r} needs packages that are not installed ({', '.join(missing)}); install:\n"
                 f"    {self.pip_command(missing)}\n(scripts/install.sh installs all presets' packages from "
                 f"{MODELS_REQUIREMENTS})"
             )
