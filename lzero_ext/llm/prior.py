@@ -26,6 +26,7 @@ from lzero_ext.llm.scoring import (
     SCORING_MODES,
     ContentFreeCache,
     check_score_rule,
+    content_free_prompt_ids,
     resolve_scoring_mode,
     score_candidates,
     tokenize_for_scoring,
@@ -141,11 +142,11 @@ class LLMPrior(abc.ABC):
             self.content_free.clear()
         self.weights_version = version
 
-    def _content_free_args(self) -> dict:
+    def _content_free_args(self, candidates: list[list[str]]) -> dict:
         """What the scorer needs for score_rule='pmi' (nothing for the other rules)."""
         if self.cfg.score_rule != "pmi":
             return {}
-        return dict(content_free_prompt=self.prompt_builder.content_free_prompt,
+        return dict(content_free_prompts=[self.prompt_builder.content_free_prompt(c) for c in candidates],
                     calibration=self.content_free.sync(self.weights_version))
 
     def _normalise(self, raw: np.ndarray) -> np.ndarray:
@@ -209,7 +210,7 @@ class TransformersPrior(LLMPrior):
     def _score(self, prompts: list[str], candidates: list[list[str]]) -> list[torch.Tensor]:
         def run(compiled: bool) -> list[torch.Tensor]:
             return score_candidates(
-                self.model, self.tokenizer, prompts, candidates, self.cfg.score_rule, **self._content_free_args(),
+                self.model, self.tokenizer, prompts, candidates, self.cfg.score_rule, **self._content_free_args(candidates),
                 append_eos=self.cfg.append_eos, mode=self.scoring_mode,
                 max_states_per_forward=self.cfg.micro_batch_states, compiled=compiled,
             )
@@ -281,7 +282,8 @@ class VLLMPrior(LLMPrior):
         if self.cfg.score_rule == "mean":
             sums = [s / np.array([len(c) for c in cands]) for s, cands in zip(sums, candidate_ids)]
         elif self.cfg.score_rule == "pmi":
-            content_free_ids = self.tokenizer(self.prompt_builder.content_free_prompt)["input_ids"]
+            content_free_ids = content_free_prompt_ids(
+                self.tokenizer, [self.prompt_builder.content_free_prompt(c) for c in candidates])
             terms = self.content_free.sync(self.weights_version).terms(content_free_ids, candidate_ids,
                                                                        self._summed_logprobs)
             sums = [s - t for s, t in zip(sums, terms)]

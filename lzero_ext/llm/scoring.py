@@ -6,11 +6,11 @@ A candidate's score follows a scoring rule (``SCORE_RULES``), all in fp32:
 * ``'mean'``: that sum divided by the candidate's token count;
 * ``'pmi'``: log p(c | prompt) - log p(c | content-free prompt), the pointwise mutual information between the
   candidate and the state. Summed and mean log-probs both rank candidates mostly by length (every token costs
-  probability); subtracting what the model thinks of the candidate with no state at all removes that surface-form
+  probability); subtracting what the model thinks of the candidate without the state removes that surface-form
   preference (Holtzman et al. 2021, "surface form competition"; Zhao et al. 2021, "Calibrate before use"). The
-  content-free term does not depend on the state, so :class:`ContentFreeCache` keeps it per candidate and weights
-  version; it is computed without gradients and in eval mode (no dropout), so training shapes the conditional
-  log-prob only.
+  content-free prompt of a state keeps its action list (see :meth:`PromptBuilder.content_free_prompt`), so
+  :class:`ContentFreeCache` keeps the term per (action list, candidate) and weights version; it is computed without
+  gradients and in eval mode (no dropout), so training shapes the conditional log-prob only.
 
 The shared-prefix scorer encodes each prompt once and scores all of its candidates in the same batch:
 
@@ -66,18 +66,18 @@ ScoreFn = Callable[[Sequence[Sequence[int]], Sequence[Sequence[Sequence[int]]]],
 
 
 class ContentFreeCache:
-    """log p(candidate | content-free prompt) by candidate token ids, for one content-free prompt and weights version.
+    """log p(candidate | content-free prompt) by (content-free prompt, candidate token ids), for one weights version.
 
-    The term does not depend on the state, so each distinct candidate is scored once per weights version, however
-    many states list it. ``sync(version)`` drops everything when the weights changed; at most ``max_entries`` are
-    kept (the oldest go first).
+    The content-free prompt depends on the state's action list only, so a candidate is scored once per weights
+    version and list, however many states show that list (in a text game: every visit to a room with the same
+    exits and objects). ``sync(version)`` drops everything when the weights changed; at most ``max_entries`` are kept
+    (the least recently used go first).
     """
 
     def __init__(self, max_entries: int = 65536) -> None:
         self.max_entries = max_entries
         self.version: int | None = None
-        self.prompt_ids: tuple[int, ...] | None = None
-        self._terms: OrderedDict[tuple[int, ...], float] = OrderedDict()
+        self._terms: OrderedDict[tuple[int, tuple[int, ...]], float] = OrderedDict()
         self.scored = 0  # candidates scored under the content-free prompt since creation (for tests and benches)
 
     def sync(self, version: int) -> "ContentFreeCache":
@@ -92,26 +92,25 @@ class ContentFreeCache:
     def __len__(self) -> int:
         return len(self._terms)
 
-    def terms(self, prompt_ids: Sequence[int], candidate_ids: Sequence[Sequence[Sequence[int]]],
+    def terms(self, prompt_ids: Sequence[Sequence[int]], candidate_ids: Sequence[Sequence[Sequence[int]]],
               score_fn: ScoreFn) -> list[np.ndarray]:
-        """Per state, float64 [K] content-free log-probs; ``score_fn(prompts, candidates)`` scores the missing ones
-        (summed log-probs, one row of candidates per prompt copy)."""
-        prompt_key = tuple(prompt_ids)
-        if prompt_key != self.prompt_ids:
-            self._terms.clear()
-            self.prompt_ids = prompt_key
-        wanted = [tuple(c) for cands in candidate_ids for c in cands]
-        missing = list(dict.fromkeys(c for c in wanted if c not in self._terms))
-        rows = [missing[i:i + _CONTENT_FREE_CANDIDATES_PER_ROW]
-                for i in range(0, len(missing), _CONTENT_FREE_CANDIDATES_PER_ROW)]
+        """Per state, float64 [K] content-free log-probs (``prompt_ids``: each state's content-free prompt);
+        ``score_fn(prompts, candidates)`` scores the missing ones (summed log-probs, one row per prompt copy)."""
+        prompts = {hash(tuple(p)): list(p) for p in prompt_ids}
+        wanted = [[(hash(tuple(p)), tuple(c)) for c in cands] for p, cands in zip(prompt_ids, candidate_ids)]
+        missing: dict[int, list[tuple[int, ...]]] = {}
+        for key in dict.fromkeys(k for keys in wanted for k in keys if k not in self._terms):
+            missing.setdefault(key[0], []).append(key[1])
+        rows = [(prompt, cands[i:i + _CONTENT_FREE_CANDIDATES_PER_ROW])
+                for prompt, cands in missing.items() for i in range(0, len(cands), _CONTENT_FREE_CANDIDATES_PER_ROW)]
         if rows:
-            scores = score_fn([list(prompt_ids)] * len(rows), [[list(c) for c in row] for row in rows])
-            for row, row_scores in zip(rows, scores):
+            scores = score_fn([prompts[p] for p, _ in rows], [[list(c) for c in cands] for _, cands in rows])
+            for (prompt, cands), row_scores in zip(rows, scores):
                 values = torch.as_tensor(row_scores).detach().double().cpu().tolist()
-                self._terms.update(zip(row, values))
-            self.scored += len(missing)
-        result = [np.array([self._terms[tuple(c)] for c in cands], dtype=np.float64) for cands in candidate_ids]
-        for key in dict.fromkeys(wanted):
+                self._terms.update(((prompt, c), v) for c, v in zip(cands, values))
+                self.scored += len(cands)
+        result = [np.array([self._terms[k] for k in keys], dtype=np.float64) for keys in wanted]
+        for key in dict.fromkeys(k for keys in wanted for k in keys):
             self._terms.move_to_end(key)
         while len(self._terms) > self.max_entries:
             self._terms.popitem(last=False)
@@ -194,7 +193,7 @@ def score_candidates(
     candidates: Sequence[Sequence[str]],
     score_rule: str = "sum",
     *,
-    content_free_prompt: str | None = None,
+    content_free_prompts: Sequence[str] | None = None,
     calibration: ContentFreeCache | None = None,
     append_eos: bool = True,
     mode: str = "prefix_cache",
@@ -203,26 +202,29 @@ def score_candidates(
 ) -> list[torch.Tensor]:
     """Per state, an fp32 tensor [K] of candidate scores under ``score_rule``, with gradients if grad mode is on.
 
-    ``'pmi'`` needs ``content_free_prompt`` (see :meth:`PromptBuilder.content_free_prompt`); ``calibration`` caches
-    its terms across calls (the caller syncs it to the weights version).
+    ``'pmi'`` needs each state's ``content_free_prompts`` (see :meth:`PromptBuilder.content_free_prompt`);
+    ``calibration`` caches their terms across calls (the caller syncs it to the weights version).
     """
     prompt_ids, candidate_ids = tokenize_for_scoring(tokenizer, prompts, candidates, append_eos)
     return score_candidate_ids(
-        model, prompt_ids, candidate_ids, score_rule, content_free_ids=_content_free_ids(tokenizer, content_free_prompt),
-        calibration=calibration, mode=mode, max_states_per_forward=max_states_per_forward, compiled=compiled,
+        model, prompt_ids, candidate_ids, score_rule,
+        content_free_ids=content_free_prompt_ids(tokenizer, content_free_prompts), calibration=calibration, mode=mode,
+        max_states_per_forward=max_states_per_forward, compiled=compiled,
     )
 
 
-def _content_free_ids(tokenizer, content_free_prompt: str | None) -> list[int] | None:
-    if content_free_prompt is None:
+def content_free_prompt_ids(tokenizer, content_free_prompts: Sequence[str] | None) -> list[list[int]] | None:
+    """Token ids of the content-free prompts, tokenised as the scoring prompts are."""
+    if content_free_prompts is None:
         return None
-    return list(tokenizer(content_free_prompt, add_special_tokens=True)["input_ids"])
+    return [list(ids) for ids in tokenizer(list(content_free_prompts), add_special_tokens=True)["input_ids"]]
 
 
-def _require_content_free(score_rule: str, content_free_ids: Sequence[int] | None) -> None:
+def _require_content_free(score_rule: str, content_free_ids: Sequence[Sequence[int]] | None, states: int) -> None:
     check_score_rule(score_rule)
-    if score_rule == "pmi" and not content_free_ids:
-        raise ValueError("score_rule='pmi' needs the content-free prompt (content_free_prompt / content_free_ids)")
+    if score_rule == "pmi" and (content_free_ids is None or len(content_free_ids) != states):
+        raise ValueError("score_rule='pmi' needs one content-free prompt per state (content_free_prompts / "
+                         "content_free_ids)")
 
 
 def score_candidate_ids(
@@ -231,7 +233,7 @@ def score_candidate_ids(
     candidate_ids: Sequence[Sequence[Sequence[int]]],
     score_rule: str = "sum",
     *,
-    content_free_ids: Sequence[int] | None = None,
+    content_free_ids: Sequence[Sequence[int]] | None = None,
     calibration: ContentFreeCache | None = None,
     mode: str = "prefix_cache",
     max_states_per_forward: int | None = None,
@@ -241,7 +243,7 @@ def score_candidate_ids(
 
     ``compiled`` (lean mode on CUDA only) runs the decoder layers through ``torch.compile``.
     """
-    _require_content_free(score_rule, content_free_ids)
+    _require_content_free(score_rule, content_free_ids, len(prompt_ids))
     results = _score_ids(model, prompt_ids, candidate_ids, "mean" if score_rule == "mean" else "sum", mode,
                          max_states_per_forward, compiled)
     if score_rule != "pmi":
@@ -255,7 +257,7 @@ def score_candidate_ids(
             for scores, term in zip(results, terms)]
 
 
-def _content_free_terms(model, content_free_ids: Sequence[int], candidate_ids: Sequence[Sequence[Sequence[int]]],
+def _content_free_terms(model, content_free_ids: Sequence[Sequence[int]], candidate_ids: Sequence[Sequence[Sequence[int]]],
                         calibration: ContentFreeCache | None, score_fn: ScoreFn) -> list[np.ndarray]:
     """The calibration term of every candidate: no gradient, eval mode (no dropout), through ``calibration``."""
     cache = calibration if calibration is not None else ContentFreeCache()
@@ -297,14 +299,14 @@ def naive_score_candidates(
     candidates: Sequence[Sequence[str]],
     score_rule: str = "sum",
     *,
-    content_free_prompt: str | None = None,
+    content_free_prompts: Sequence[str] | None = None,
     append_eos: bool = True,
     max_sequences_per_forward: int = 64,
 ) -> list[torch.Tensor]:
     """Reference scorer: one full ``prompt + candidate`` sequence per candidate (K prefills per state)."""
     prompt_ids, candidate_ids = tokenize_for_scoring(tokenizer, prompts, candidates, append_eos)
     return naive_score_candidate_ids(model, prompt_ids, candidate_ids, score_rule, max_sequences_per_forward,
-                                     content_free_ids=_content_free_ids(tokenizer, content_free_prompt))
+                                     content_free_ids=content_free_prompt_ids(tokenizer, content_free_prompts))
 
 
 def naive_score_candidate_ids(
@@ -314,10 +316,10 @@ def naive_score_candidate_ids(
     score_rule: str = "sum",
     max_sequences_per_forward: int = 64,
     *,
-    content_free_ids: Sequence[int] | None = None,
+    content_free_ids: Sequence[Sequence[int]] | None = None,
 ) -> list[torch.Tensor]:
     """Token-id version of :func:`naive_score_candidates` (no cache: the content-free terms are scored each call)."""
-    _require_content_free(score_rule, content_free_ids)
+    _require_content_free(score_rule, content_free_ids, len(prompt_ids))
     _check_inputs(model, prompt_ids, candidate_ids)
     device = _device_of(model)
     pairs = [(list(p), list(c)) for p, cands in zip(prompt_ids, candidate_ids) for c in cands]
@@ -328,9 +330,9 @@ def naive_score_candidate_ids(
     if score_rule == "mean":
         scores = scores / torch.tensor([len(c) for _, c in pairs], dtype=torch.float32, device=device)
     elif score_rule == "pmi":
-        unconditional = naive_score_candidate_ids(model, [list(content_free_ids)], [[c for _, c in pairs]], "sum",
-                                                  max_sequences_per_forward)[0]
-        scores = scores - unconditional.detach()
+        unconditional = naive_score_candidate_ids(model, content_free_ids, candidate_ids, "sum",
+                                                  max_sequences_per_forward)
+        scores = scores - torch.cat(unconditional).detach()
     return list(torch.split(scores, [len(cands) for cands in candidate_ids]))
 
 

@@ -325,7 +325,8 @@ class LLMTrainer:
         calibration = {}
         if self.cfg.score_rule == "pmi":  # the reference is frozen: its terms never go stale
             cache = self._content_free["reference"].sync(0) if reference else self._content_free["policy"].sync(self.version)
-            calibration = dict(content_free_prompt=self.prompt_builder.content_free_prompt, calibration=cache)
+            calibration = dict(content_free_prompts=[self.prompt_builder.content_free_prompt(c) for c in candidates],
+                               calibration=cache)
         scores = score_candidates(
             model, self.tokenizer, prompts, candidates, self.cfg.score_rule, **calibration,
             append_eos=self.cfg.append_eos, mode=self.scoring_mode,

@@ -125,11 +125,12 @@ def test_pmi_prior_matches_a_hand_computation(tiny_model_dir, tiny_model, tiny_t
     prior = TransformersPrior(dict(model_path=str(tiny_model_dir), device="cpu", max_prompt_tokens=256,
                                    score_rule="pmi"))
     builder = prior.prompt_builder
-    content_free = builder.content_free_prompt
-    assert "N/A" in content_free and "Valid actions" in content_free and "North of house" not in content_free
     results = prior.score(REQUESTS)
     for request, result in zip(REQUESTS, results):
         prompt = builder.build(request.history, request.observation, request.candidates)
+        content_free = builder.content_free_prompt(request.candidates)
+        assert "N/A" in content_free and f"- {request.candidates[-1]}" in content_free
+        assert request.observation not in content_free and "West of house" not in content_free
         pmi = torch.tensor([_hand_logprob(tiny_model, tiny_tokenizer, prompt, c)
                             - _hand_logprob(tiny_model, tiny_tokenizer, content_free, c) for c in request.candidates])
         np.testing.assert_allclose(result.logprobs, torch.log_softmax(pmi, dim=0).numpy(), atol=1e-4)

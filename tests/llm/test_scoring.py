@@ -51,6 +51,10 @@ def test_shared_prefix_matches_naive_on_tiny_model(tiny_model, tiny_tokenizer, m
     assert all((s < 0).all() for s in shared)
 
 
+def _content_free_prompts() -> list[str]:
+    return ["Current observation: N/A\nValid actions: " + ", ".join(cands) for cands in CANDIDATES]
+
+
 def _hand_logprob(model, tokenizer, prompt: str, candidate: str) -> float:
     """log p(candidate + EOS | prompt) from one plain HF forward over the whole sequence."""
     prompt_ids = tokenizer(prompt)["input_ids"]
@@ -62,15 +66,15 @@ def _hand_logprob(model, tokenizer, prompt: str, candidate: str) -> float:
 
 @pytest.mark.parametrize("mode", ["prefix_cache", "packed", "lean"])
 def test_pmi_is_conditional_minus_content_free_log_prob(tiny_model, tiny_tokenizer, mode):
-    content_free = "Current observation: N/A"
+    content_free = _content_free_prompts()
     with torch.no_grad():
         pmi = score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, "pmi", mode=mode,
-                               content_free_prompt=content_free)
+                               content_free_prompts=content_free)
         naive = naive_score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, "pmi",
-                                       content_free_prompt=content_free)
+                                       content_free_prompts=content_free)
         expected = [torch.tensor([_hand_logprob(tiny_model, tiny_tokenizer, p, c)
-                                  - _hand_logprob(tiny_model, tiny_tokenizer, content_free, c) for c in cands])
-                    for p, cands in zip(PROMPTS, CANDIDATES)]
+                                  - _hand_logprob(tiny_model, tiny_tokenizer, free, c) for c in cands])
+                    for p, free, cands in zip(PROMPTS, content_free, CANDIDATES)]
     _assert_close(pmi, [e.float() for e in expected])
     _assert_close(naive, [e.float() for e in expected])
     # Not a constant shift of the summed score: the calibration term differs between candidates.
@@ -78,20 +82,24 @@ def test_pmi_is_conditional_minus_content_free_log_prob(tiny_model, tiny_tokeniz
     assert (summed - pmi[0]).std() > 1e-3
 
 
-def test_content_free_terms_are_scored_once_per_candidate_and_version(tiny_model, tiny_tokenizer):
+def test_content_free_terms_are_scored_once_per_action_list_and_version(tiny_model, tiny_tokenizer):
     cache = ContentFreeCache()
-    prompt = "Current observation: N/A"
+    content_free = _content_free_prompts()
+    total = sum(len(cands) for cands in CANDIDATES)
     with torch.no_grad():
-        first = score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, "pmi", content_free_prompt=prompt,
-                                 calibration=cache.sync(0))
-        assert cache.scored == len({c for cands in CANDIDATES for c in cands})
-        again = score_candidates(tiny_model, tiny_tokenizer, PROMPTS[:1], CANDIDATES[:1], "pmi",
-                                 content_free_prompt=prompt, calibration=cache.sync(0))
-        assert cache.scored == len({c for cands in CANDIDATES for c in cands})  # all cached
-        _assert_close(again, first[:1])
-        score_candidates(tiny_model, tiny_tokenizer, PROMPTS[:1], CANDIDATES[:1], "pmi", content_free_prompt=prompt,
-                         calibration=cache.sync(1))  # new weights version: scored again
-        assert len(cache) == len(CANDIDATES[0])
+        first = score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, "pmi",
+                                 content_free_prompts=content_free, calibration=cache.sync(0))
+        assert cache.scored == total
+        # Another state with the same action list: the content-free terms come from the cache.
+        again = score_candidates(tiny_model, tiny_tokenizer, ["Elsewhere. " + PROMPTS[0]], CANDIDATES[:1], "pmi",
+                                 content_free_prompts=content_free[:1], calibration=cache.sync(0))
+        assert cache.scored == total
+        conditional = score_candidates(tiny_model, tiny_tokenizer, ["Elsewhere. " + PROMPTS[0]], CANDIDATES[:1])
+        content_free_term = score_candidates(tiny_model, tiny_tokenizer, PROMPTS[:1], CANDIDATES[:1])[0] - first[0]
+        _assert_close([conditional[0] - content_free_term], again)
+        score_candidates(tiny_model, tiny_tokenizer, PROMPTS[:1], CANDIDATES[:1], "pmi",
+                         content_free_prompts=content_free[:1], calibration=cache.sync(1))  # new weights: scored again
+        assert len(cache) == len(CANDIDATES[0]) and cache.scored == total + len(CANDIDATES[0])
 
 
 def test_score_rule_is_checked(tiny_model, tiny_tokenizer):
@@ -99,12 +107,14 @@ def test_score_rule_is_checked(tiny_model, tiny_tokenizer):
         score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, True)
     with pytest.raises(ValueError, match="content-free prompt"):
         score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, "pmi")
+    with pytest.raises(ValueError, match="one content-free prompt per state"):
+        score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, "pmi", content_free_prompts=["N/A"])
 
 
 def test_pmi_gradient_flows_through_the_conditional_term_only(tiny_tokenizer):
     model = _random_qwen2(len(tiny_tokenizer), "sdpa").train()
     weight = model.model.layers[0].self_attn.q_proj.weight
-    pmi = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, "pmi", content_free_prompt="N/A")
+    pmi = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, "pmi", content_free_prompts=_content_free_prompts())
     torch.stack([s.sum() for s in pmi]).sum().backward()
     pmi_grad = weight.grad.clone()
     weight.grad = None
