@@ -13,7 +13,7 @@ each with a bootstrap 95% interval over states, against three priors without a m
 (score = minus the candidate's token count under the LLM's tokenizer, EOS included as the prior scores it) and
 "fewest words" (minus its word count); their gold mass is the softmax of those scores. Summed log-probs rank mostly
 by length, so a model is only useful where it beats "fewest tokens". states/s is the model's scoring speed (all
-prompts of a game, micro-batched as the agent does; 'pmi' includes the content-free scoring of new candidates).
+prompts of a game, micro-batched as the agent does; 'pmi' includes the content-free prompt of every new action list).
 
 Defaults finish in a few minutes on a 2-core CPU (tiny default LM, three eval games, 40 states each, 512-token
 prompts with one history turn); ``--gpu`` switches to the full preset's prompts (2,048 tokens, 4 turns) on CUDA::

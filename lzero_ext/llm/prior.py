@@ -67,7 +67,7 @@ class LLMPrior(abc.ABC):
         micro_batch_states=32,
         # (int) Entries of the LRU cache keyed by (prompt, candidates); 0 disables it.
         cache_size=4096,
-        # (int) score_rule='pmi': candidates whose content-free log-prob is kept (per weights version).
+        # (int) score_rule='pmi': (action list, candidate) pairs whose content-free log-prob is kept (per version).
         content_free_cache_size=65536,
         # (str) Shared-prefix scorer: 'auto' (= 'lean' if the model is Qwen2/Llama-like, else 'prefix_cache'),
         # 'lean', 'prefix_cache' (HF forward: prefill + packed candidates) or 'packed' (HF forward, one pass).

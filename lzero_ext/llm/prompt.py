@@ -35,7 +35,7 @@ PROMPT_CONFIG = dict(
     # (int) Token budget of the prompt; the oldest history turns are dropped first.
     max_prompt_tokens=1024,
     # (str) Candidate score: 'sum' (summed token log-probs), 'mean' (per token) or 'pmi' (summed log-prob minus its
-    # log-prob after the content-free prompt, which removes the preference for short actions; see llm/scoring.py).
+    # log-prob after the same prompt with the observation and history replaced by "N/A"; see llm/scoring.py).
     score_rule="sum",
 )
 PROMPT_KEYS = tuple(PROMPT_CONFIG)
