@@ -66,6 +66,24 @@ def architecture_fingerprint(cfg: EasyDict) -> str:
                                    llm_enabled=policy.llm.enable))
 
 
+def env_label(cfg: EasyDict, create_cfg: EasyDict) -> str:
+    """What the start-up line calls the env, without assuming any env-specific config key.
+
+    The env class's optional ``describe(env_cfg) -> str`` hook comes first (an env knows what identifies a run of it,
+    e.g. a game file); otherwise ``env.env_id`` (DI-engine's logging label), else the registered env type.
+    """
+    from ding.envs import get_env_cls
+
+    env_cfg = cfg.get('env') or EasyDict()
+    try:
+        describe = getattr(get_env_cls(create_cfg.env), 'describe', None)
+    except (KeyError, ImportError, AttributeError):  # an unregistered type still gets a label
+        describe = None
+    if callable(describe):
+        return str(describe(env_cfg))
+    return str(env_cfg.get('env_id') or create_cfg.env.get('type') or 'unknown env')
+
+
 class HybridTrainer:
     """Builds every component from ``(main_config, create_config)`` and runs the loop."""
 
@@ -125,7 +143,7 @@ class HybridTrainer:
         p = self.cfg.policy
         avail = availability_summary()
         return (
-            f"PriorZero | game={self.cfg.env.game_path} | device={self.cfg.policy.device} | "
+            f"PriorZero | env={env_label(self.cfg, self.create_cfg)} | device={self.cfg.policy.device} | "
             f"LLM={p.llm.prior.model_path or 'tiny default'} backend={p.llm.prior.backend} "
             f"enabled={p.llm.enable} train={p.llm.train} | root prior={p.root_prior.mode} | "
             f"vLLM {'available' if avail['vllm'] else 'not installed'} | ORZ {'available' if avail['orz'] else 'not installed'} | "
