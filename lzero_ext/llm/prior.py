@@ -12,7 +12,6 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,11 +30,8 @@ from lzero_ext.llm.scoring import (
     score_candidates,
     tokenize_for_scoring,
 )
-from lzero_ext.llm.types import PriorRequest, PriorResult
+from lzero_ext.llm.types import PriorRequest, PriorResult, WeightsSource
 from lzero_ext.utils.config import merge_strict
-
-if TYPE_CHECKING:
-    from lzero_ext.llm.trainer import LLMTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +126,7 @@ class LLMPrior(abc.ABC):
     def load_weights(self, state_dict_or_model: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:
         """Replace the weights (full, merged state dict or a module with the same architecture); bumps the version."""
 
-    def sync_from(self, trainer: "LLMTrainer") -> None:
+    def sync_from(self, trainer: WeightsSource) -> None:
         """Take the trainer's current weights and version."""
         self.load_weights(trainer.merged_state_dict())
         self.content_free.clear()  # a checkpoint load can change the weights under an unchanged version
@@ -184,7 +180,7 @@ class TransformersPrior(LLMPrior):
         self.prompt_builder = PromptBuilder.from_config(tokenizer, self.cfg)
 
     @classmethod
-    def from_trainer(cls, trainer: "LLMTrainer", cfg: Mapping | None = None) -> "TransformersPrior":
+    def from_trainer(cls, trainer: WeightsSource, cfg: Mapping | None = None) -> "TransformersPrior":
         """A prior that shares the trainer's model and tokenizer and follows its version after every step."""
         prior = cls(cfg or {}, model=trainer.model, tokenizer=trainer.tokenizer)
         trainer.attach_prior(prior)
@@ -243,7 +239,7 @@ class TransformersPrior(LLMPrior):
             self.model.load_state_dict(dict(state_dict_or_model))
         self._set_version(self.weights_version + 1)
 
-    def sync_from(self, trainer: "LLMTrainer") -> None:
+    def sync_from(self, trainer: WeightsSource) -> None:
         if trainer.model is not self.model:  # a separate copy (e.g. another device or dtype): copy merged weights
             self.model.load_state_dict(trainer.merged_state_dict())
         self.content_free.clear()  # a checkpoint load can change the weights under an unchanged version

@@ -37,7 +37,6 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,12 +47,9 @@ from lzero_ext.llm.oom import retry_on_oom
 from lzero_ext.llm.prompt import PROMPT_CONFIG, PromptBuilder
 from lzero_ext.llm.fused_ops import fuse_norms_and_mlp
 from lzero_ext.llm.scoring import SCORING_MODES, ContentFreeCache, check_score_rule, resolve_scoring_mode, score_candidates
-from lzero_ext.llm.types import LLMSample
+from lzero_ext.llm.types import LLMSample, WeightsFollower
 from lzero_ext.utils.config import merge_strict
 from lzero_ext.utils.lr_schedule import build_scheduler, check_schedule
-
-if TYPE_CHECKING:
-    from lzero_ext.llm.prior import LLMPrior
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +156,7 @@ class LLMTrainer:
         self.step = 0
         self.version = 0
         self._accumulated_calls = 0
-        self._priors: list["LLMPrior"] = []
+        self._priors: list[WeightsFollower] = []
         # (callable | None) Data parallelism: averages the trainable gradients over ranks before each optimiser
         # step, (params, ok) -> all ranks ok (DistContext.all_reduce_gradients); None in a single process.
         self.grad_sync: Callable[[list[torch.nn.Parameter], bool], bool] | None = None
@@ -203,7 +199,7 @@ class LLMTrainer:
         reference.requires_grad_(False)
         return reference
 
-    def attach_prior(self, prior: "LLMPrior") -> None:
+    def attach_prior(self, prior: WeightsFollower) -> None:
         """Keep ``prior`` in sync: it gets this trainer's weights and version now and after every optimiser step."""
         self._priors.append(prior)
         prior.sync_from(self)

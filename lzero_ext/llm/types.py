@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 
 @dataclass
@@ -52,3 +54,27 @@ class LLMSample:
     advantage: float
     old_prior_logprob: float
     group_id: int | None = None
+
+
+class WeightsFollower(Protocol):
+    """A prior that follows a trainer's weights: the trainer calls ``sync_from`` at attach time and after each step."""
+
+    def sync_from(self, source: "WeightsSource") -> None:
+        """Take ``source``'s current weights and version."""
+
+
+class WeightsSource(Protocol):
+    """What a prior reads from the trainer it follows (:class:`~lzero_ext.llm.trainer.LLMTrainer` is one).
+
+    It lives here, not in ``trainer.py``, so the prior and the trainer depend on this module and not on each other.
+    """
+
+    model: torch.nn.Module  # shared with a same-device prior: a step changes its weights in place
+    tokenizer: Any
+    version: int  # optimiser steps taken (the weights version of every prior result)
+
+    def merged_state_dict(self) -> dict[str, torch.Tensor]:
+        """The full weights (LoRA merged in) for a prior that keeps its own copy."""
+
+    def attach_prior(self, prior: WeightsFollower) -> None:
+        """Keep ``prior`` in sync from now on."""

@@ -234,9 +234,5 @@ def get_priorzero_debug_config(env_id: str | None = None, seed: int = SEED, **kw
 
 # Module-level configs for `ding -m serial -c this_file.py` and for other zoos to import (debug sizes when
 # DEBUG_MODE=True is set in the environment).
+# The job's CLI is priorzero_orz_entry, which imports this module (this module imports nothing back).
 main_config, create_config = get_priorzero_config(debug=os.environ.get("DEBUG_MODE", "").lower() in ("1", "true"))
-
-if __name__ == "__main__":
-    from zoo.jericho.priorzero.priorzero_orz_entry import main
-
-    main()
