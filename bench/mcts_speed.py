@@ -1,7 +1,7 @@
 """MCTS speed: simulations per second of our batched search, against LightZero's C++ tree and with a UniZero model.
 
 (a) ``--world-model none`` (default): a model that returns precomputed outputs, so the time is the tree's own
-    bookkeeping; ours (lzero_ext.mcts.BatchedMCTS) against LightZero's compiled tree (lzero_ext.mcts.ctree_backend)
+    bookkeeping; ours (lzero_ext.mcts.BatchedMCTS) against LightZero's compiled tree (bench/ctree_backend.py)
     where it imports (CPython 3.11). Target: at B=32 ours costs at most 2x the C++ tree per simulation.
 (b) ``--world-model unizero``: LightZero's UniZero world model (vector observations, LightZero's Jericho sizes:
     embed 768, 2 layers) driven through lzero_ext.mcts.unizero_adapter, over consecutive collect steps (initial
@@ -36,7 +36,7 @@ import torch
 
 from lzero_ext.import_utils import is_available
 from lzero_ext.mcts.search import BatchedMCTS, SearchConfig
-from lzero_ext.mcts.toy_models import TableModel
+from toy_models import TableModel  # bench/toy_models.py (the script's folder is on sys.path)
 
 
 @dataclass
@@ -71,7 +71,7 @@ def bench_tree(args) -> list[Row]:
     cfg = SearchConfig(num_simulations=args.num_simulations)
     backends = [("ours (numpy)", BatchedMCTS(cfg))]
     if is_available("lzero.mcts.ctree.ctree_muzero.mz_tree"):
-        from lzero_ext.mcts.ctree_backend import CtreeMCTS
+        from ctree_backend import CtreeMCTS  # bench/ctree_backend.py
 
         backends.append(("LightZero C++ tree", CtreeMCTS(cfg)))
     rows = []

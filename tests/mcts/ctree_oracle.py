@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from lzero_ext.mcts.search import RootInput, SearchConfig
-from lzero_ext.mcts.toy_models import ToyDynamicsModel
+from bench.toy_models import ToyDynamicsModel
 
 NUM_ACTIONS = 6
 
@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    from lzero_ext.mcts.ctree_backend import CtreeMCTS
+    from bench.ctree_backend import CtreeMCTS
 
     results = {}
     for batch, sims, noise in CASES:

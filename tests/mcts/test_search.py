@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lzero_ext.mcts.search import BatchedMCTS, RecurrentOutput, RootInput, SearchConfig, select_action
-from lzero_ext.mcts.toy_models import ToyDynamicsModel
+from bench.toy_models import ToyDynamicsModel
 
 NUM_ACTIONS = 6
 

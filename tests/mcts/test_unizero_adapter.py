@@ -66,7 +66,7 @@ def test_too_many_simulations_for_the_world_model_kv_pool_is_an_error(adapter):
 
 def test_default_import_path_avoids_lzero_mcts_and_lzero_policy():
     code = (
-        "import sys, lzero_ext.mcts, lzero_ext.mcts.unizero_adapter, lzero_ext.mcts.ctree_backend, lzero.model.unizero_model\n"
+        "import sys, lzero_ext.mcts, lzero_ext.mcts.unizero_adapter, bench.ctree_backend, lzero.model.unizero_model\n"
         "bad = sorted(m for m in sys.modules if m.startswith(('lzero.mcts', 'lzero.policy')))\n"
         "assert not bad, bad\n"
     )

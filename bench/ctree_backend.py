@@ -1,7 +1,9 @@
 """LightZero's compiled MuZero tree behind the same ``search`` signature as :class:`BatchedMCTS`.
 
 Optional: ``lzero.mcts.ctree.ctree_muzero`` ships only for CPython 3.11, so it is imported when a
-:class:`CtreeMCTS` is built, never at module import. It serves as the reference for parity tests and benchmarks.
+:class:`CtreeMCTS` is built, never at module import. It serves as the reference for parity tests and benchmarks,
+so it lives with them, not in the library: ``bench/mcts_speed.py`` imports it as ``ctree_backend``,
+``tests/mcts/ctree_oracle.py`` as ``bench.ctree_backend``.
 Note its tie-breaking uses C's ``rand()`` seeded from the clock, so it ignores ``rng`` for that.
 """
 from __future__ import annotations

@@ -3,6 +3,9 @@
 ``ToyDynamicsModel`` is a fixed random nonlinear latent dynamics whose outputs depend only on (parent latent,
 action), so any two correct searches driven by it must agree; its outputs are continuous, so exact ties are
 practically impossible. ``TableModel`` returns precomputed outputs and costs almost nothing, to time the tree alone.
+
+Not part of the library: benchmarks import it as ``toy_models`` (their folder is on ``sys.path``), tests as
+``bench.toy_models`` (from the repository root).
 """
 from __future__ import annotations
 
