@@ -8,7 +8,6 @@ priors from fresh ones.
 from __future__ import annotations
 
 import abc
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from lzero_ext.llm.scoring import (
     content_free_prompt_ids,
     resolve_scoring_mode,
     score_candidates,
+    scoring_autocast,
     tokenize_for_scoring,
 )
 from lzero_ext.llm.types import PriorRequest, PriorResult, WeightsSource
@@ -190,7 +190,7 @@ class TransformersPrior(LLMPrior):
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode(), self._autocast():
+            with torch.inference_mode(), scoring_autocast(self.model):
                 # _score reads cfg.micro_batch_states, which retry_on_oom lowers through _keep_micro_batch.
                 scores = retry_on_oom(lambda _: self._score(prompts, candidates), self.cfg.micro_batch_states,
                                       len(prompts), where="LLM prior", config_key="policy.llm.prior.micro_batch_states",
@@ -223,13 +223,6 @@ class TransformersPrior(LLMPrior):
                            type(error).__name__, error)
             self._compile_layers = False
             return run(False)
-
-    def _autocast(self):
-        """bf16 autocast when a shared fp32 training model runs on GPU; nothing otherwise."""
-        weight = self.model.get_input_embeddings().weight
-        if weight.device.type == "cuda" and weight.dtype == torch.float32:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def load_weights(self, state_dict_or_model: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:
         if isinstance(state_dict_or_model, torch.nn.Module):

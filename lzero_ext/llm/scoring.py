@@ -30,6 +30,7 @@ This module imports only numpy, torch and transformers, so the GPU benchmark can
 """
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -174,6 +175,17 @@ def resolve_scoring_mode(model, mode: str, training: bool) -> str:
         logger.info("Scoring with mode='prefix_cache': the lean forward does not fit this model (%s)", reason)
         return "prefix_cache"
     return "lean"
+
+
+def scoring_autocast(model) -> contextlib.AbstractContextManager:
+    """bf16 autocast when an fp32 model (a training copy the prior may share) runs on CUDA; nothing otherwise.
+
+    One rule for the prior, the trainer and evaluation alike, so a shared model scores the same in each.
+    """
+    weight = model.get_input_embeddings().weight
+    if weight.device.type == "cuda" and weight.dtype == torch.float32:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def check_vocab_compatible(model, tokenizer) -> None:

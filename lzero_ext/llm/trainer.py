@@ -30,7 +30,6 @@ version bumps and attached priors sync (by reference when they share the model o
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -46,7 +45,9 @@ from lzero_ext.llm.loading import load_model_and_tokenizer
 from lzero_ext.llm.oom import retry_on_oom
 from lzero_ext.llm.prompt import PROMPT_CONFIG, PromptBuilder
 from lzero_ext.llm.fused_ops import fuse_norms_and_mlp
-from lzero_ext.llm.scoring import SCORING_MODES, ContentFreeCache, check_score_rule, resolve_scoring_mode, score_candidates
+from lzero_ext.llm.scoring import (
+    SCORING_MODES, ContentFreeCache, check_score_rule, resolve_scoring_mode, score_candidates, scoring_autocast,
+)
 from lzero_ext.llm.types import LLMSample, WeightsFollower
 from lzero_ext.utils.config import merge_strict
 from lzero_ext.utils.lr_schedule import build_scheduler, check_schedule
@@ -232,7 +233,7 @@ class LLMTrainer:
         totals: dict[str, float] = {}
         for start in range(0, len(samples), size):
             micro = samples[start:start + size]
-            with self._autocast():
+            with scoring_autocast(self.model):
                 loss, terms = self._micro_batch_loss(micro, advantages[start:start + size])
             (loss * len(micro) / len(samples) / self.cfg.grad_accum).backward()
             for name, value in terms.items():
@@ -309,12 +310,6 @@ class LLMTrainer:
             groups = [s.group_id for s in samples]
             out["llm/advantage_singleton_frac"] = float(np.mean([groups.count(g) == 1 for g in groups]))
         return out
-
-    def _autocast(self):
-        weight = self.model.get_input_embeddings().weight
-        if weight.device.type == "cuda" and weight.dtype == torch.float32:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def _candidate_logprobs(self, model, prompts: list[str], candidates: list[list[str]],
                             reference: bool = False) -> list[torch.Tensor]:

@@ -107,9 +107,11 @@ def evaluate(trainer, states: list[WalkthroughState]) -> dict[str, float]:
     """Mean listwise loss, top-1 (ties split) and gold mass of the trainer's current model on ``states``."""
     import torch
 
+    from lzero_ext.llm.scoring import scoring_autocast
+
     losses, top1, mass = [], [], []
     trainer.model.eval()
-    with torch.no_grad(), trainer._autocast():  # noqa: SLF001 - the trainer's own bf16 setting
+    with torch.no_grad(), scoring_autocast(trainer.model):  # the trainer's own bf16 rule
         for start in range(0, len(states), trainer.cfg.micro_batch_size):
             chunk = states[start:start + trainer.cfg.micro_batch_size]
             prompts = [trainer.prompt_builder.build(s.history, s.observation, s.candidates) for s in chunk]
