@@ -6,7 +6,6 @@ command and the config switch that avoids the dependency.
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
 from functools import lru_cache
 
@@ -28,18 +27,6 @@ def is_ray_available() -> bool:
     return is_available("ray")
 
 
-@lru_cache(maxsize=None)
-def is_orz_available() -> bool:
-    """ORZ is usable only if its trainer class imports: a PyPI package named ``orz`` is unrelated."""
-    if not is_available("orz"):
-        return False
-    try:
-        module = importlib.import_module("orz.ppo.trainer")
-    except Exception:  # noqa: BLE001 - any failure means the trainer cannot be used
-        return False
-    return hasattr(module, "RayPPOTrainer")
-
-
 def require(module: str, feature: str, install_hint: str) -> None:
     """Raise ``ImportError`` if ``module`` is missing, saying which feature needs it and how to get it."""
     if not is_available(module):
@@ -47,11 +34,13 @@ def require(module: str, feature: str, install_hint: str) -> None:
 
 
 def availability_summary() -> dict[str, bool]:
-    """What optional parts are present, for the start-up summary of the entry."""
+    """What optional parts are present, for the start-up summary of the entry ("orz": its whole stack is usable)."""
+    from lzero_ext.orz.probe import probe_orz_stack  # the one ORZ check; torch-heavy, so only when asked
+
     return {
         "vllm": is_vllm_available(),
         "ray": is_ray_available(),
-        "orz": is_orz_available(),
+        "orz": not probe_orz_stack(),
         "peft": is_available("peft"),
         "spacy": is_available("spacy"),
     }

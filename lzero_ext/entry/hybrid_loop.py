@@ -146,7 +146,7 @@ class HybridTrainer:
             f"PriorZero | env={env_label(self.cfg, self.create_cfg)} | device={self.cfg.policy.device} | "
             f"LLM={p.llm.prior.model_path or 'tiny default'} backend={p.llm.prior.backend} "
             f"enabled={p.llm.enable} train={p.llm.train} | root prior={p.root_prior.mode} | "
-            f"vLLM {'available' if avail['vllm'] else 'not installed'} | ORZ {'available' if avail['orz'] else 'not installed'} | "
+            f"vLLM {'available' if avail['vllm'] else 'not installed'} | ORZ {'usable' if avail['orz'] else 'not usable'} | "
             f"exp={self.exp_dir}"
         )
 

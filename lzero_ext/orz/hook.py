@@ -1,4 +1,7 @@
-"""Choosing the LLM update path: the built-in :class:`~lzero_ext.llm.trainer.LLMTrainer` or ORZ's ``RayPPOTrainer``.
+"""ORZ's ``RayPPOTrainer`` as an LLM update (:class:`OrzTrainerHook`), and the choice between it and the built-in one.
+
+The update interface and the built-in update live in :mod:`lzero_ext.llm.update`; whether ORZ is usable here in
+:mod:`lzero_ext.orz.probe`; the exp config and the fed trainer class it builds in :mod:`lzero_ext.orz.runtime`.
 
 ``policy.llm.use_orz_trainer=True`` trains the LLM through Open-Reasoner-Zero's trainer *in-process*, one PPO step
 per call on our pre-collected data: its ``generate_vllm`` returns the responses the search executed (carried in the
@@ -24,266 +27,35 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import importlib.metadata
-import importlib.util
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from lzero_ext.llm.loading import load_tokenizer, resolve_model_path
 from lzero_ext.llm.prompt import PromptBuilder
-from lzero_ext.llm.types import LLMSample
-from lzero_ext.orz.adapter import REWARD_KEY, RESPONSE_KEY, check_reward_source, segments_to_orz_samples
-from lzero_ext.utils.config import merge_strict, unknown_key_error
-from lzero_ext.utils.config_types import check_value_types
-
-if TYPE_CHECKING:
-    from lzero_ext.llm.prior import LLMPrior
-    from lzero_ext.llm.trainer import LLMTrainer
+from lzero_ext.llm.trainer import LLMTrainer
+from lzero_ext.llm.types import LLMSample, WeightsFollower
+from lzero_ext.llm.update import RESUME_FROM_EXPORT_HINT, BuiltinLLMUpdate, LLMUpdate
+from lzero_ext.orz.adapter import check_reward_source, segments_to_orz_samples
+from lzero_ext.orz.probe import (
+    ORZ_TRAINER_CLASS, ORZ_TRAINER_MODULE, OrzUnavailableError, probe_orz_stack, unavailable_message,
+)
+from lzero_ext.orz.runtime import (
+    FORCED_EXP_FIELDS, PlaceholderPromptDataset, RuntimeBuilder, build_orz_runtime, check_exp_config,
+    fed_trainer_class,
+)
+from lzero_ext.utils.config import merge_strict
 
 logger = logging.getLogger(__name__)
 
-ORZ_TRAINER_MODULE = "orz.ppo.trainer"
-ORZ_TRAINER_CLASS = "RayPPOTrainer"
-ORZ_VLLM_SERIES = "0.6."
-ORZ_INSTALL_HINT = (
-    "Install Open-Reasoner-Zero from a source checkout (`pip install -e .`; the PyPI package named 'orz' is an "
-    "unrelated project) inside its GPU stack (torch 2.5.1, vllm 0.6.5, deepspeed 0.16.0 with ORZ's patches, "
-    "ray 2.40.0, flash-attn; see ORZ's Dockerfile)"
-)
-
-ORZ_RESUME_HINT = (
-    "Export the trained LLM (PriorZeroPolicy.export_llm) and start a new run with policy.llm.trainer.model_path and "
-    "policy.llm.prior.model_path set to the export (ORZ's exp.pretrain defaults to the trainer's model_path)."
-)
-
-# ORZ settings the hook relies on: one stored response per prompt, our reward through custom_reward_fn, no reward
-# model, no critic (the baseline comes from the world model) and γ=λ=1 so every response token gets the reward.
-FORCED_EXP_FIELDS = dict(n_samples_per_prompt=1, use_compute_reward_fn=True, reward_pretrain=None,
-                         critic_pretrain="", gamma=1.0, lambd=1.0)
-# policy.llm.orz.exp stays open by NAME at config time: its fields are those of the installed ORZ checkout's
-# BasePPOExpConfig (ORZ is installed from source, unpinned, and its fields change between versions) plus the playground
-# fields below, and ORZ is not importable where configs are built. Checked then (check_exp_config): a dict, the forced
-# fields' values, the types of the fields the hook gives a default. Checked at start (build_orz_runtime, ORZ
-# imported): every name is a BasePPOExpConfig field or in PLAYGROUND_EXP_FIELDS, else KeyError naming the nearest.
-# Fields outside BasePPOExpConfig that the hook sets and ORZ reads: RayPPOTrainer reads packing_max_len and
-# use_orm_score; top_k and stop are ORZ playground generation settings. Add a name here to pass another one.
-PLAYGROUND_EXP_FIELDS = ("packing_max_len", "use_orm_score", "top_k", "stop")
-# Types of the fields the hook gives a default (each value an example of the type check_value_types expects).
-HOOK_EXP_FIELD_TYPES = dict(
-    pretrain="", save_path="", ckpt_path="", tensorboard_log_dir="", prompt_max_len=0, generate_max_len=0,
-    packing_max_len=0, colocate_all=False, actor_num_nodes=1, actor_num_gpus_per_node=1, ref_num_nodes=1,
-    ref_num_gpus_per_node=1, vllm_num_engines=1, micro_train_batch_size=1, micro_forward_batch_size=1,
-    advantage_normalize=False, use_orm_score=False, top_k=-1, stop=[],
-)
-
-
-def check_exp_config(exp: Any, where: str = "policy.llm.orz.exp") -> None:
-    """Validator of ``policy.llm.orz.exp`` when the config is built (no ORZ needed; see PLAYGROUND_EXP_FIELDS)."""
-    if not isinstance(exp, Mapping):
-        raise TypeError(f"Config value '{where}' must be a dict of ORZ BasePPOExpConfig fields, got {exp!r}")
-    for name, value in FORCED_EXP_FIELDS.items():
-        if name in exp and exp[name] != value:
-            raise ValueError(f"{where}.{name}={exp[name]!r} conflicts with the ORZ hook, which needs {name}={value!r}")
-    check_value_types(HOOK_EXP_FIELD_TYPES, exp, where)
-
-
-def check_exp_names(exp_fields: Mapping[str, Any], orz_fields: Sequence[str]) -> None:
-    """Every exp name must be a field of the installed ORZ's BasePPOExpConfig or a known playground field."""
-    valid = [*orz_fields, *PLAYGROUND_EXP_FIELDS]
-    for name in exp_fields:
-        if name not in valid:
-            raise unknown_key_error(name, valid, "policy.llm.orz.exp")
-
-RuntimeBuilder = Callable[[type, Mapping[str, Any], Any, Any], Awaitable[Any]]
-
-
-class OrzUnavailableError(ImportError):
-    """``use_orz_trainer=True`` but the ORZ stack is not usable here (the message lists every missing part)."""
-
-
-# ---------------------------------------------------------------------------------------------------- probing
-def probe_orz_stack() -> list[str]:
-    """Every part of ORZ's stack that is missing, as human-readable items (empty list: usable).
-
-    Not cached (unlike ``import_utils.is_orz_available``), so it reflects the import path at call time.
-    """
-    missing = []
-    if importlib.util.find_spec("orz") is None:
-        missing.append("package 'orz' (Open-Reasoner-Zero) is not installed")
-    else:
-        missing.extend(_probe_orz_trainer())
-    for package in ("ray", "deepspeed"):
-        if importlib.util.find_spec(package) is None:
-            missing.append(f"package '{package}' is not installed")
-    missing.extend(_probe_vllm())
-    if not torch.cuda.is_available():
-        missing.append("CUDA is not available (ORZ's actors and vLLM engines need GPUs)")
-    return missing
-
-
-def _probe_orz_trainer() -> list[str]:
-    try:
-        module = importlib.import_module(ORZ_TRAINER_MODULE)
-    except Exception as error:  # noqa: BLE001 - vLLM / flash-attn failures are not always ImportError
-        return [f"{ORZ_TRAINER_MODULE} does not import ({type(error).__name__}: {error})"]
-    if not hasattr(module, ORZ_TRAINER_CLASS):
-        return [f"'orz' is installed but has no {ORZ_TRAINER_MODULE}.{ORZ_TRAINER_CLASS} "
-                f"(the PyPI package named 'orz' is unrelated to Open-Reasoner-Zero)"]
-    return []
-
-
-def _probe_vllm() -> list[str]:
-    if importlib.util.find_spec("vllm") is None:
-        return [f"package 'vllm' is not installed (ORZ needs the {ORZ_VLLM_SERIES}x V0 engine)"]
-    version = importlib.metadata.version("vllm")
-    if not version.startswith(ORZ_VLLM_SERIES):
-        return [f"vllm {version} is installed but ORZ patches the V0 engine of vllm {ORZ_VLLM_SERIES}x"]
-    return []
-
-
-def unavailable_message(missing: Sequence[str]) -> str:
-    """The one start-up message for an unusable ORZ stack."""
-    return (
-        f"policy.llm.use_orz_trainer=True but the ORZ trainer cannot be used: {'; '.join(missing)}. "
-        f"{ORZ_INSTALL_HINT}; or set policy.llm.use_orz_trainer=False, or set "
-        f"policy.llm.allow_builtin_trainer_fallback=True to train with the built-in LLMTrainer instead."
-    )
-
-
-# ---------------------------------------------------------------------------------------------------- update paths
-class LLMUpdate(Protocol):
-    """What the training loop calls for an LLM update, whichever backend runs it."""
-
-    backend: str  # 'builtin' or 'orz'
-    version: int  # weights version (optimiser / PPO steps applied so far)
-
-    def train(self, samples: Sequence[LLMSample]) -> dict[str, float]: ...
-
-    def attach_prior(self, prior: "LLMPrior") -> None: ...
-
-    def state_dict(self) -> dict: ...
-
-    def load_state_dict(self, state: Mapping) -> None: ...
-
-
-class BuiltinLLMUpdate:
-    """The built-in trainer behind the :class:`LLMUpdate` interface (``trainer`` stays reachable for checkpoints)."""
-
-    backend = "builtin"
-
-    def __init__(self, trainer: "LLMTrainer", fallback: bool = False) -> None:
-        self.trainer = trainer
-        self.fallback = fallback
-
-    @property
-    def version(self) -> int:
-        return self.trainer.version
-
-    def train(self, samples: Sequence[LLMSample]) -> dict[str, float]:
-        metrics = self.trainer.train_step(samples)
-        metrics["llm/backend_orz"] = 0.0
-        metrics["llm/backend_fallback"] = float(self.fallback)
-        return metrics
-
-    def load_state_dict(self, state: Mapping) -> None:
-        if "model" not in state:
-            raise ValueError("this checkpoint's LLM state comes from the ORZ trainer (counters only, no weights); "
-                             "the built-in LLMTrainer cannot resume from it. " + ORZ_RESUME_HINT)
-        self.trainer.load_state_dict(state)
-
-    def attach_prior(self, prior: "LLMPrior") -> None:
-        self.trainer.attach_prior(prior)
-
-    def state_dict(self) -> dict:
-        return self.trainer.state_dict()
-
-    def export_hf(self, out_dir: str | os.PathLike) -> Path:
-        return self.trainer.export_hf(out_dir)
-
-
-class _PlaceholderPromptDataset:
-    """RayPPOTrainer's constructor builds a shuffling DataLoader, which rejects an empty dataset; it is never read."""
-
-    def __len__(self) -> int:
-        return 1
-
-    def __getitem__(self, index: int) -> tuple[str, dict]:
-        raise RuntimeError("the ORZ hook feeds samples through train(); RayPPOTrainer's own dataloader is unused")
-
-    @staticmethod
-    def collate_fn(items: list) -> list:
-        return list(items)
-
-
-def fed_trainer_class(base: type) -> type:
-    """Subclass of ORZ's ``RayPPOTrainer`` that takes responses and rewards from the extras instead of sampling."""
-
-    class PriorZeroFedTrainer(base):
-        async def generate_vllm(self, gen_func, prompts: list[str], extras: list[dict], **kwargs) -> list[str]:
-            return [extra[RESPONSE_KEY] for extra in extras]
-
-        async def custom_reward_fn(self, prompts: list[str], outputs: list[str], extras: list[dict],
-                                   reward_model_fn=None) -> tuple[list[str], list[str], list[torch.Tensor]]:
-            token_ids = self._tokenize(list(outputs), self.cfg.generate_max_len, padding=False)["input_ids"]
-            scores = []
-            for index, (ids, extra) in enumerate(zip(token_ids, extras)):
-                if len(ids) == 0:
-                    raise ValueError(f"ORZ sample {index}: response {extra[RESPONSE_KEY]!r} tokenizes to nothing")
-                score = torch.zeros(len(ids), dtype=torch.float32)
-                score[-1] = float(extra[REWARD_KEY])
-                scores.append(score)
-            return list(prompts), list(outputs), scores
-
-    PriorZeroFedTrainer.__name__ = PriorZeroFedTrainer.__qualname__ = f"PriorZeroFed{base.__name__}"
-    return PriorZeroFedTrainer
-
-
-async def build_orz_runtime(trainer_cls: type, exp_fields: Mapping[str, Any], tokenizer, dataset) -> Any:
-    """Build ORZ's runtime once (NOT run here, no GPU/ORZ stack): config, placement group, vLLM engines, strategy,
-    policy and reference actors, then the prologue of ``RayPPOTrainer.train()`` (engine group + first weight sync)."""
-    import ray
-    from orz.exps.examples.ppo.ppo_base_exp import BasePPOExpConfig
-    from orz.ppo.actors import CriticRayActor, PolicyRayActor, RefRayActor
-    from orz.ppo.utils import _validate_args, create_vllm_engines, get_strategy
-    from ray.util.placement_group import placement_group
-
-    check_exp_names(exp_fields, list(BasePPOExpConfig.__dataclass_fields__))
-    known = {name: value for name, value in exp_fields.items() if name in BasePPOExpConfig.__dataclass_fields__}
-    cfg = BasePPOExpConfig(**known)
-    for name, value in exp_fields.items():  # playground-only fields the trainer reads (PLAYGROUND_EXP_FIELDS)
-        if name not in known:
-            setattr(cfg, name, value)
-    _validate_args(cfg)
-    if not ray.is_initialized():
-        ray.init()
-    pg = None
-    if cfg.colocate_all:
-        pg = placement_group([{"GPU": 1, "CPU": 1}] * cfg.vllm_num_engines, strategy="PACK")
-        ray.get(pg.ready())
-    engines = create_vllm_engines(
-        cfg.vllm_num_engines, cfg.vllm_tensor_parallel_size, cfg.pretrain, cfg.seed, cfg.enable_prefix_caching,
-        cfg.enforce_eager, cfg.max_len, cfg.colocate_all, cfg.enable_chunked_prefill, cfg.max_num_batched_tokens,
-        cfg.gpu_memory_utilization, cfg.micro_rollout_batch_size, pg,
-    )
-    trainer = trainer_cls(cfg=cfg, strategy=get_strategy(cfg), tokenizer=tokenizer, train_dataset=dataset,
-                          vllm_engines=engines, colocate_pg=pg)
-    await trainer.build_models(PolicyRayActor, CriticRayActor, RefRayActor)
-    if cfg.colocate_all:
-        await trainer.policy_model.backload_to_gpu()
-        await trainer._backload_vllm_engines()
-    await trainer.policy_model.async_run_method("_init_vllm_engines_actor_group", engines)
-    await trainer._sync_policy_weights_to_vllm()
-    if cfg.colocate_all:
-        await trainer.policy_model.offload_to_cpu()
-    return trainer
+ORZ_RESUME_HINT = RESUME_FROM_EXPORT_HINT + " (ORZ's exp.pretrain defaults to the trainer's model_path)."
 
 
 class OrzTrainerHook:
@@ -323,12 +95,12 @@ class OrzTrainerHook:
         self.version = 0
         self.model = None  # no local module: priors copy merged_state_dict() (TransformersPrior.sync_from)
         self._weights: dict[str, torch.Tensor] | None = None
-        self._priors: list["LLMPrior"] = []
+        self._priors: list[WeightsFollower] = []
         trainer_module = importlib.import_module(ORZ_TRAINER_MODULE)
         trainer_cls = fed_trainer_class(getattr(trainer_module, ORZ_TRAINER_CLASS))
         self._loop = asyncio.new_event_loop()
         self.trainer = self._loop.run_until_complete(
-            runtime_builder(trainer_cls, self.exp_fields, prompt_builder.tokenizer, _PlaceholderPromptDataset()))
+            runtime_builder(trainer_cls, self.exp_fields, prompt_builder.tokenizer, PlaceholderPromptDataset()))
         self.trainer.global_step = 0  # set by RayPPOTrainer.train(), which the hook never calls
         if self.trainer.critic_model is not None:
             raise ValueError("the ORZ hook trains without a critic, but ORZ built one (set exp.critic_pretrain='')")
@@ -396,7 +168,7 @@ class OrzTrainerHook:
         return status or {}
 
     # ------------------------------------------------------------------ weights
-    def attach_prior(self, prior: "LLMPrior") -> None:
+    def attach_prior(self, prior: WeightsFollower) -> None:
         """Keep ``prior`` in sync; before the first update it already holds the same pretrained weights."""
         self._priors.append(prior)
         if self._weights is not None:
@@ -470,7 +242,7 @@ def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------------- choice
-def build_llm_update(cfg: Mapping, trainer_factory: Callable[[], "LLMTrainer"],
+def build_llm_update(cfg: Mapping, trainer_factory: Callable[[], LLMTrainer],
                      runtime_builder: RuntimeBuilder = build_orz_runtime,
                      probe: Callable[[], list[str]] = probe_orz_stack) -> LLMUpdate:
     """The LLM update path for ``policy.llm`` (``use_orz_trainer``, ``allow_builtin_trainer_fallback``, ``orz``,

@@ -36,10 +36,11 @@ from lzero_ext.llm.prior import LLMPrior, TransformersPrior, build_prior
 from lzero_ext.llm.prompt import PROMPT_CONFIG, PROMPT_KEYS
 from lzero_ext.llm.trainer import LLMTrainer
 from lzero_ext.llm.types import PriorRequest, Turn
+from lzero_ext.llm.update import BuiltinLLMUpdate, LLMUpdate
 from lzero_ext.mcts.root_prior import RootPriorMixer
 from lzero_ext.mcts.search import BatchedMCTS, SearchConfig, SearchOutput, select_action
 from lzero_ext.mcts.unizero_adapter import UniZeroNodeKVSearchModel
-from lzero_ext.orz.hook import BuiltinLLMUpdate, LLMUpdate, OrzTrainerHook, build_llm_update
+from lzero_ext.orz.hook import OrzTrainerHook, build_llm_update
 from lzero_ext.policy.wm_learner import WorldModelLearner
 from lzero_ext.policy.world_model import TextUniZeroModel, build_world_model
 

@@ -86,7 +86,7 @@ def test_resume_continues_with_identical_counters_and_weights(tiny_config):
 
 
 def test_orz_requested_without_orz_fails_at_start_or_falls_back_when_allowed(tiny_config, caplog):
-    from lzero_ext.orz.hook import OrzUnavailableError
+    from lzero_ext.orz.probe import OrzUnavailableError
 
     cfg, create_cfg = tiny_config(policy=dict(llm=dict(use_orz_trainer=True)))
     with pytest.raises(OrzUnavailableError, match="orz"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lzero_ext.orz.hook import PLAYGROUND_EXP_FIELDS, check_exp_names
+from lzero_ext.orz.runtime import PLAYGROUND_EXP_FIELDS, check_exp_names
 
 
 def test_exp_names_are_orz_fields_or_known_playground_fields(fake_orz):
@@ -23,7 +23,7 @@ def test_default_runtime_refuses_an_unknown_exp_name(fake_orz, monkeypatch, tmp_
 
     from orz.ppo.trainer import RayPPOTrainer
 
-    from lzero_ext.orz.hook import build_orz_runtime
+    from lzero_ext.orz.runtime import build_orz_runtime
 
     for name in ("ray", "ray.util", "ray.util.placement_group"):  # imported first; the check runs before any call
         module = ModuleType(name)

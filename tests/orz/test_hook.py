@@ -15,10 +15,10 @@ from easydict import EasyDict
 from lzero_ext.llm.default_model import ensure_default_model
 from lzero_ext.llm.prior import LLMPrior
 from lzero_ext.llm.trainer import LLMTrainer
-from lzero_ext.orz.hook import (
-    FORCED_EXP_FIELDS, ORZ_LLM_CONFIG, BuiltinLLMUpdate, OrzTrainerHook, OrzUnavailableError, build_llm_update,
-    probe_orz_stack, read_hf_weights,
-)
+from lzero_ext.llm.update import BuiltinLLMUpdate
+from lzero_ext.orz.hook import ORZ_LLM_CONFIG, OrzTrainerHook, build_llm_update, read_hf_weights
+from lzero_ext.orz.probe import OrzUnavailableError, probe_orz_stack
+from lzero_ext.orz.runtime import FORCED_EXP_FIELDS
 from lzero_ext.utils.config import merge_strict
 
 

@@ -49,11 +49,19 @@ def _imported_names(path: Path, module: str) -> set[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Edges between our own modules: ``a.b.c`` imported (or a name from it) -> an edge to module ``a.b.c``."""
+    """Edges between our own modules: ``a.b.c`` imported (or a name from it) -> edges to ``a.b.c`` and to the
+    packages ``a``, ``a.b`` whose ``__init__`` importing it runs (except the importer's own packages, already running)."""
     modules = _modules()
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
-        graph[module] = {name for name in _imported_names(path, module) if name in modules and name != module}
+        targets = set()
+        for name in _imported_names(path, module):
+            parts = name.split(".")
+            for end in range(1, len(parts) + 1):
+                target = ".".join(parts[:end])
+                if target in modules and target != module and not module.startswith(target + "."):
+                    targets.add(target)
+        graph[module] = targets
     return graph
 
 

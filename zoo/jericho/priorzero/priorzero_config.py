@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from easydict import EasyDict
 
 from lzero_ext.entry.schedule import TrainSchedule
-from lzero_ext.orz.hook import check_exp_config
+from lzero_ext.orz.runtime import check_exp_config
 from lzero_ext.policy.priorzero_policy import SHARED_LLM_KEYS, PriorZeroPolicy
 from lzero_ext.policy.text_encoder import resolve_pretrained
 from lzero_ext.utils.config import deep_merge, merge_strict
