@@ -12,6 +12,7 @@ One object owns every learned part, so checkpoints and the DI-engine registries 
 Acting (collect and eval) is one batched step over all envs: world-model root inference, one LLM prior call for all
 envs, mixing, one search, action selection. Learning is two explicit calls, :meth:`train_world_model` and
 :meth:`train_llm`, so schedules decide their frequencies; ``_forward_learn`` (DI-engine's learner entry) runs both.
+The acting records and the step from a search's output to a stored decision live in :mod:`lzero_ext.policy.acting`.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import copy
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -30,7 +30,7 @@ from ding.utils import POLICY_REGISTRY
 from easydict import EasyDict
 
 from lzero_ext.buffer.game_buffer import PriorZeroGameBuffer
-from lzero_ext.buffer.game_segment import StepDecision, StepObservation
+from lzero_ext.buffer.game_segment import StepObservation
 from lzero_ext.distributed import DistContext
 from lzero_ext.llm.prior import LLMPrior, TransformersPrior, build_prior
 from lzero_ext.llm.prompt import PROMPT_CONFIG, PROMPT_KEYS
@@ -38,9 +38,10 @@ from lzero_ext.llm.trainer import LLMTrainer
 from lzero_ext.llm.types import PriorRequest, Turn
 from lzero_ext.llm.update import BuiltinLLMUpdate, LLMUpdate
 from lzero_ext.mcts.root_prior import RootPriorMixer
-from lzero_ext.mcts.search import BatchedMCTS, SearchConfig, SearchOutput, select_action
+from lzero_ext.mcts.search import BatchedMCTS, SearchConfig, select_action
 from lzero_ext.mcts.unizero_adapter import UniZeroNodeKVSearchModel
 from lzero_ext.orz.hook import OrzTrainerHook, build_llm_update
+from lzero_ext.policy.acting import ActOutput, ActStats, SearchResult, act_output
 from lzero_ext.policy.wm_learner import WorldModelLearner
 from lzero_ext.policy.world_model import TextUniZeroModel, build_world_model
 
@@ -59,37 +60,6 @@ MONITOR_VARS_LEARN = (
 def _without_prompt_keys(component_config: Mapping[str, Any]) -> dict[str, Any]:
     """A prior/trainer config section minus the prompt settings, which policy.llm.prompt holds for both."""
     return {key: value for key, value in component_config.items() if key not in PROMPT_KEYS}
-
-
-@dataclass
-class ActOutput:
-    """One env's decision plus search statistics (what the collector stores and logs)."""
-
-    decision: StepDecision
-    predicted_value: float
-    llm_weight: float  # weight the LLM got in the root prior (0 in wm mode)
-
-
-@dataclass
-class ActStats:
-    """Throughput counters of acting, read and reset by the training loop once per iteration."""
-
-    prior_states: int = 0
-    prior_seconds: float = 0.0
-    searches: int = 0
-    simulations: int = 0
-    search_seconds: float = 0.0
-    tree_seconds: float = 0.0
-
-    def pop_metrics(self) -> dict[str, float]:
-        metrics = {}
-        if self.prior_states:
-            metrics['perf/prior_states_per_s'] = self.prior_states / max(self.prior_seconds, 1e-9)
-        if self.simulations:
-            metrics['perf/mcts_simulations_per_s'] = self.simulations / max(self.search_seconds, 1e-9)
-            metrics['perf/mcts_tree_fraction'] = self.tree_seconds / max(self.search_seconds, 1e-9)
-        self.__init__()
-        return metrics
 
 
 @POLICY_REGISTRY.register('priorzero')
@@ -334,15 +304,11 @@ class PriorZeroPolicy(Policy):
         context = self._contexts[mode]
         for env_id, obs, action in zip(env_ids, observations, actions):
             context[env_id] = (obs.tokens, int(action))
-        return [self._act_output(i, int(a), observations[i], llm_lists[i], version, search)
+        num_actions = self._cfg.model.action_space_size
+        return [act_output(i, int(a), observations[i], llm_lists[i], version, search, num_actions)
                 for i, a in enumerate(actions)]
 
-    @dataclass
-    class _Search:
-        output: SearchOutput
-        llm_weight: np.ndarray
-
-    def _search(self, env_ids, observations, legal, llm_padded, mode, eval_mode, rng) -> "_Search":
+    def _search(self, env_ids, observations, legal, llm_padded, mode, eval_mode, rng) -> SearchResult:
         device = self._search_model.device
         obs = torch.as_tensor(np.stack([o.tokens for o in observations]), dtype=torch.long, device=device)
         context = self._contexts[mode]
@@ -368,38 +334,12 @@ class PriorZeroPolicy(Policy):
         stats.tree_seconds += output.tree_seconds
         stats.searches += 1
         stats.simulations += len(env_ids) * self._mcts.cfg.num_simulations
-        return self._Search(output=output, llm_weight=mixed.llm_weight)
+        return SearchResult(output=output, llm_weight=mixed.llm_weight)
 
     def _maybe_clear_caches(self) -> None:
         self._searches += 1
         if self._searches % self._cfg.kv_cache_clear_interval == 0:
             self._search_model.clear_caches()
-
-    def _act_output(self, row: int, action: int, obs: StepObservation, llm_logprobs: np.ndarray, version: int,
-                    search: "_Search | None") -> ActOutput:
-        num_actions = self._cfg.model.action_space_size
-        if search is None:  # llm_only: the prior itself is the policy target
-            visits = np.zeros(num_actions, dtype=np.float32)
-            visits[obs.action_indices[:len(llm_logprobs)]] = np.exp(llm_logprobs)
-            root_value = predicted = float('nan')
-            llm_weight = 1.0
-        else:
-            visits = search.output.visit_distribution[row]
-            root_value = float(search.output.root_value[row])
-            predicted = float(search.output.predicted_value[row])
-            llm_weight = float(search.llm_weight[row])
-        position = obs.candidate_position(action)
-        old_prior = float(llm_logprobs[position]) if position is not None and len(llm_logprobs) else float('nan')
-        decision = StepDecision(
-            action=action,
-            executed_action=obs.valid_actions[position] if position is not None else '',
-            visit_distribution=np.asarray(visits, dtype=np.float32),
-            root_value=root_value,
-            prior_logprobs=llm_logprobs if len(llm_logprobs) else None,
-            prior_version=version,
-            old_prior_logprob=old_prior,
-        )
-        return ActOutput(decision=decision, predicted_value=predicted, llm_weight=llm_weight)
 
     def reset_contexts(self, mode: str, env_ids: Sequence[int] | None = None) -> None:
         """Forget the search context of envs that start a new episode (all envs when ``env_ids`` is None)."""
