@@ -67,7 +67,7 @@ def test_empty_candidate_list_is_rejected(prior):
 
 
 def test_missing_model_directory_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="neither a directory nor a model preset.*smollm2-135m"):
         TransformersPrior(dict(model_path=str(tmp_path / "no-such-model"), device="cpu"))
 
 
