@@ -53,4 +53,4 @@ def test_jericho_env_describes_its_game():
 
     create = EasyDict(env=dict(type="priorzero_jericho", import_names=["zoo.jericho.priorzero.envs.jericho_env"]))
     label = env_label(EasyDict(env=PriorZeroJerichoEnv.default_config()), create)
-    assert label == "game=lighthouse.z5"
+    assert label == "lighthouse.z5"

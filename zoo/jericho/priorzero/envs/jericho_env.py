@@ -140,7 +140,7 @@ class PriorZeroJerichoEnv(BaseEnv):
     @classmethod
     def describe(cls, cfg: dict) -> str:
         """The game's story file, for the trainer's start-up line (``lzero_ext.entry.hybrid_loop.env_label``)."""
-        return f"game={resolve_game_path(cfg.get('game_path')).name}"
+        return resolve_game_path(cfg.get("game_path")).name
 
     def __init__(self, cfg: dict | None = None) -> None:
         self._cfg = merge_strict(self.default_config(), dict(cfg or {}), where="env")
