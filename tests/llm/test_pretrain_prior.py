@@ -53,3 +53,42 @@ def test_tiny_pretraining_lowers_the_loss_and_writes_adapter_and_record(tmp_path
     saved = json.loads((tmp_path / "training_record.json").read_text())
     assert saved["data_hash"] == record["data_hash"] and saved["steps"] == 12
     assert set(saved["heldout_after"]) == {"loss", "top1", "gold_mass", "states"}
+
+
+def test_a_pretraining_output_registers_as_a_named_prior(tmp_path, tiny_model_dir, monkeypatch) -> None:
+    """``priors/<name>/`` (adapter + record, as pretrain_prior writes them) becomes ``--llm-path <name>``."""
+    from lzero_ext.llm.loading import load_model_and_tokenizer
+    from lzero_ext.llm.presets import DirectoryPreset, register_model_preset, unregister_model_preset
+    from zoo.jericho.priorzero.priors import register_priors
+
+    monkeypatch.setenv("PRIORZERO_CACHE", str(tmp_path / "cache"))
+    register_model_preset(DirectoryPreset(name="tiny-base-for-priors", description="test", path=tiny_model_dir))
+    states = {game: [_state(game, 0, ("take key", "north", "wait"), (0,))] for game in ("curses", "zork2")}
+    out = tmp_path / "priors" / "tiny-jericho-test"
+    pretrain(dict(llm_path=str(tiny_model_dir), device="cpu", steps=2, batch_states=1, micro_batch_size=1,
+                  warmup_steps=0, heldout_games=1, max_prompt_tokens=256, out=str(out)), states_by_game=states)
+    record_path = out / "training_record.json"
+    record = json.loads(record_path.read_text())
+    record["config"]["llm_path"] = "tiny-base-for-priors"  # as a run on a named base writes it
+    record_path.write_text(json.dumps(record))
+    orphan = tmp_path / "priors" / "orphan"
+    (orphan / "adapter").mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (orphan / "adapter" / name).write_bytes((out / "adapter" / name).read_bytes())
+    (orphan / "training_record.json").write_text(json.dumps({**record, "config": {"llm_path": "no-such-base"}}))
+    try:
+        assert register_priors(tmp_path / "priors") == ["tiny-jericho-test"]  # the orphan is skipped, not fatal
+        model, _, path = load_model_and_tokenizer("tiny-jericho-test", device="cpu")
+        assert path.is_dir() and path != tiny_model_dir and model.num_parameters() > 0
+    finally:
+        unregister_model_preset("tiny-jericho-test")
+        unregister_model_preset("tiny-base-for-priors")
+
+
+def test_max_seconds_stops_training_and_still_writes_the_adapter(tmp_path, tiny_model_dir) -> None:
+    states = {game: [_state(game, 0, ("take key", "north", "wait"), (0,))] for game in ("curses", "zork2")}
+    record = pretrain(dict(llm_path=str(tiny_model_dir), device="cpu", steps=1000, batch_states=1, micro_batch_size=1,
+                           warmup_steps=0, heldout_games=1, max_prompt_tokens=256, max_seconds=0.0,
+                           out=str(tmp_path)), states_by_game=states)
+    assert record["steps"] == 0 and record["loss_curve"] == {}
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()

@@ -127,6 +127,15 @@ def evaluate(trainer, states: list[WalkthroughState]) -> dict[str, float]:
             "states": len(states)}
 
 
+def _loss_curve(losses: list[float]) -> dict:
+    """Mean training loss of the first and last tenth of the steps and of every tenth ({} when no step ran)."""
+    if not losses:
+        return {}
+    tenth = max(1, len(losses) // 10)
+    return {"first_10pct": float(np.mean(losses[:tenth])), "last_10pct": float(np.mean(losses[-tenth:])),
+            "every_10pct": [float(np.mean(losses[i:i + tenth])) for i in range(0, len(losses), tenth)]}
+
+
 def _fitting(trainer, states: list[WalkthroughState]) -> list[WalkthroughState]:
     """The states whose prompt fits the budget even without history (the prior skips the others the same way)."""
     kept = []
@@ -203,14 +212,12 @@ def pretrain(user_cfg: dict | None = None, states_by_game: dict[str, list[Walkth
     out.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(out / "adapter")
     steps_done = len(losses)
-    tenth = max(1, steps_done // 10)
     record = {
         "train_games": sorted(set(by_game) - set(heldout_names)), "heldout_games": heldout_names,
         "train_states": len(train), "heldout_states": len(heldout), "data_hash": data_hash(train + heldout),
         "skipped_over_prompt_budget": skipped,
         "command": " ".join(sys.argv), "config": dict(cfg), "steps": steps_done,
-        "loss_curve": {"first_10pct": float(np.mean(losses[:tenth])), "last_10pct": float(np.mean(losses[-tenth:])),
-                       "every_10pct": [float(np.mean(losses[i:i + tenth])) for i in range(0, steps_done, tenth)]},
+        "loss_curve": _loss_curve(losses),
         "heldout_before": before, "heldout_after": after, "seconds": round(time.time() - start_time, 1),
         "machine": _machine(), "versions": _versions(),
     }
