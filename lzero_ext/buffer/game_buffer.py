@@ -27,7 +27,7 @@ import numpy as np
 from ding.utils import BUFFER_REGISTRY
 from easydict import EasyDict
 
-from lzero_ext.buffer.game_segment import PriorZeroGameSegment, candidate_position, state_key
+from lzero_ext.buffer.game_segment import PriorZeroGameSegment, candidate_position
 from lzero_ext.llm.types import LLMSample, Turn
 from lzero_ext.utils.config import merge_strict
 
@@ -363,7 +363,7 @@ class PriorZeroGameBuffer:
             action_index=position,
             advantage=advantage,
             old_prior_logprob=float(arrays.old_prior_logprobs[t]),
-            group_id=state_key(text.raw_texts[t]),
+            group_id=int(segment.own_state_keys()[t]),  # the key the grouped sampler used, computed once
         )
 
     # ------------------------------------------------------------------ checkpoints
