@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -53,6 +54,28 @@ def test_tiny_pretraining_lowers_the_loss_and_writes_adapter_and_record(tmp_path
     saved = json.loads((tmp_path / "training_record.json").read_text())
     assert saved["data_hash"] == record["data_hash"] and saved["steps"] == 12
     assert set(saved["heldout_after"]) == {"loss", "top1", "gold_mass", "states"}
+    assert [point["step"] for point in saved["heldout_curve"]] == [0, 12]
+
+
+def test_the_saved_adapter_is_the_best_held_out_one_and_float16(tmp_path, tiny_model_dir) -> None:
+    """The held-out state is a training state with the other candidate as gold, so whatever training gains the held-out
+    game loses: the adapter saved is step 0's (a zero LoRA update), not the last one; it is written in float16."""
+    from safetensors.torch import load_file
+
+    train = {game: [_state(game, 0, ("take key", "sing"), (0,))] for game in ("curses", "zork2")}
+    heldout = {"advent": [_state("advent", 0, ("take key", "sing"), (1,))]}
+    cfg = dict(llm_path=str(tiny_model_dir), device="cpu", steps=8, batch_states=2, micro_batch_size=2, lr=3e-3,
+               warmup_steps=0, heldout_games=1, eval_every=4, max_prompt_tokens=256, seed=0, out=str(tmp_path))
+    cfg["seed"] = next(seed for seed in range(50)  # a seed that holds out 'advent'
+                       if random.Random(seed).sample(sorted({**train, **heldout}), 1) == ["advent"])
+    record = pretrain(cfg, states_by_game={**train, **heldout})
+    assert record["heldout_games"] == ["advent"]
+    assert [point["step"] for point in record["heldout_curve"]] == [0, 4, 8]
+    assert record["heldout_curve"][-1]["gold_mass"] < record["heldout_curve"][0]["gold_mass"]
+    assert record["saved_step"] == 0 and record["heldout_after"] == record["heldout_before"]
+    tensors = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert {str(v.dtype) for v in tensors.values()} == {"torch.float16"}
+    assert all(float(v.abs().max()) == 0.0 for k, v in tensors.items() if "lora_B" in k)
 
 
 def test_a_pretraining_output_registers_as_a_named_prior(tmp_path, tiny_model_dir, monkeypatch) -> None:

@@ -7,8 +7,9 @@ the loss is the cross-entropy of the prior's candidate softmax toward the unifor
 candidates: :class:`LLMTrainer` with ``sft_weight=1``, ``rl_weight=0``, ``kl_coef=0``, LoRA, batches of states.
 
 Only ``game_splits.TRAIN_GAMES`` may be used (an eval game is refused). ``heldout_games`` of them are kept out of
-training for a held-out loss (early sanity; the real test is ``bench/prior_quality.py`` on the eval split).
-Writes ``<out>/adapter`` (peft ``save_pretrained``) and ``<out>/training_record.json``::
+training and evaluated every ``eval_every`` steps; the adapter of the best evaluation is the one saved (model
+selection on training-split games only; the real test is ``bench/prior_quality.py`` on the eval split).
+Writes ``<out>/adapter`` (peft ``save_pretrained``, float16) and ``<out>/training_record.json``::
 
     python -m zoo.jericho.priorzero.pretrain_prior --llm-path smollm2-135m --states-dir DIR --out OUT
 """
@@ -47,8 +48,11 @@ config = dict(
     states_dir=None,
     # (bool) build the states of a game that is not cached (about a second per state); False skips the game.
     build_missing=False,
-    # (int) games (of those with states) kept out of training for the held-out loss.
-    heldout_games=2,
+    # (int) games (of those with states) kept out of training: the held-out set that picks the saved adapter.
+    heldout_games=3,
+    # (int) evaluate on the held-out games every this many steps (0: only after the last step); the adapter saved is
+    # the best evaluated one, the base model (step 0, a zero adapter) included.
+    eval_every=25,
     # (int) optimiser steps.
     steps=300,
     # (float|None) stop training after this many seconds (the adapter and record are still written); None: no limit.
@@ -61,8 +65,12 @@ config = dict(
     lr=2e-4,
     # (int) linear warm-up steps before the cosine decay.
     warmup_steps=20,
-    # (int) LoRA rank.
-    lora_r=16,
+    # (int) LoRA rank (rank 8 on every projection of a 135M model: a 5 MB float16 adapter).
+    lora_r=8,
+    # (list[str]) module names that get LoRA.
+    lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    # (str) dtype the adapter's weights are saved in ('float16' halves the file; 'float32' keeps them as trained).
+    adapter_dtype="float16",
     # (int) prompt token budget and past turns shown (the full preset's prompt settings).
     max_prompt_tokens=2048,
     # (int) past turns in the prompt.
@@ -148,6 +156,47 @@ def _fitting(trainer, states: list[WalkthroughState]) -> list[WalkthroughState]:
     return kept
 
 
+class _AdapterSelection:
+    """Keeps the LoRA weights of the best held-out evaluation (top-1, then gold mass); step 0 is the base model.
+
+    Why: with a few thousand states from a few dozen games the adapter starts fitting its games' walkthroughs long
+    before the loss stops falling; the held-out games (training split, never the eval split) say when.
+    """
+
+    def __init__(self, model, base_result: dict[str, float]) -> None:
+        self.model = model
+        self.curve: list[dict] = [{"step": 0, **base_result}]
+        self.best_step, self.best = 0, base_result
+        self._weights = self._snapshot()
+
+    def _snapshot(self) -> dict:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().to("cpu", copy=True) for k, v in get_peft_model_state_dict(self.model).items()}
+
+    def offer(self, step: int, result: dict[str, float]) -> None:
+        self.curve.append({"step": step, **result})
+        if (result["top1"], result["gold_mass"]) > (self.best["top1"], self.best["gold_mass"]):
+            self.best_step, self.best, self._weights = step, result, self._snapshot()
+
+    def restore_best(self) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, self._weights)
+
+
+def _cast_adapter(adapter_dir: Path, dtype: str) -> None:
+    """Rewrite the saved adapter's floating-point tensors in ``dtype`` (float16 halves a float32 adapter's size)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target = getattr(torch, dtype)
+    path = adapter_dir / "adapter_model.safetensors"
+    tensors = load_file(path)
+    save_file({k: v.to(target) if v.is_floating_point() else v for k, v in tensors.items()}, path,
+              metadata={"format": "pt"})
+
+
 def _versions() -> dict[str, str]:
     import peft
     import torch
@@ -185,32 +234,41 @@ def pretrain(user_cfg: dict | None = None, states_by_game: dict[str, list[Walkth
     train_total, heldout_total = len(train), len(heldout)
     trainer = LLMTrainer(dict(
         model_path=cfg.llm_path, device=cfg.device, lr=cfg.lr, use_lora=True, lora_r=cfg.lora_r,
-        lora_alpha=2 * cfg.lora_r, sft_weight=1.0, rl_weight=0.0, kl_coef=0.0, advantage_normalization="none",
-        lr_schedule="cosine", warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
-        micro_batch_size=cfg.micro_batch_size, max_prompt_tokens=cfg.max_prompt_tokens,
+        lora_alpha=2 * cfg.lora_r, lora_target_modules=list(cfg.lora_target_modules), sft_weight=1.0, rl_weight=0.0,
+        kl_coef=0.0, advantage_normalization="none", lr_schedule="cosine", warmup_steps=cfg.warmup_steps,
+        total_steps=cfg.steps, micro_batch_size=cfg.micro_batch_size, max_prompt_tokens=cfg.max_prompt_tokens,
         history_turns=cfg.history_turns,
     ))
     train, heldout = _fitting(trainer, train), _fitting(trainer, heldout)
     skipped = {"train": train_total - len(train), "heldout": heldout_total - len(heldout)}
     before = evaluate(trainer, heldout) if heldout else {}
+    selection = _AdapterSelection(trainer.model, before)
     order: list[WalkthroughState] = []
     losses = []
-    for step in range(cfg.steps):
+    for step in range(1, cfg.steps + 1):
         if cfg.max_seconds is not None and time.time() - start_time > cfg.max_seconds:
-            print(f"stopping at step {step}: max_seconds={cfg.max_seconds} reached", flush=True)
+            print(f"stopping before step {step}: max_seconds={cfg.max_seconds} reached", flush=True)
             break
         while len(order) < cfg.batch_states:  # epochs of shuffled training states
             order += rng.sample(train, len(train))
         batch, order = order[:cfg.batch_states], order[cfg.batch_states:]
         metrics = trainer.train_step([to_sample(s) for s in batch])
         losses.append(metrics["llm/sft_loss"])
-        if step % 20 == 0 or step == cfg.steps - 1:
+        if step % 20 == 0 or step == 1:
             print(f"step {step}: listwise loss {losses[-1]:.3f} (mean of last 20: {np.mean(losses[-20:]):.3f})",
                   flush=True)
-    after = evaluate(trainer, heldout) if heldout else {}
+        if heldout and cfg.eval_every and step % cfg.eval_every == 0:
+            result = evaluate(trainer, heldout)
+            selection.offer(step, result)
+            print(f"step {step}: held-out top-1 {result['top1']:.3f}, gold mass {result['gold_mass']:.3f}", flush=True)
+    if heldout:
+        if not selection.curve or selection.curve[-1]["step"] != len(losses):  # the last step, unless just evaluated
+            selection.offer(len(losses), evaluate(trainer, heldout))
+        selection.restore_best()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(out / "adapter")
+    _cast_adapter(out / "adapter", cfg.adapter_dtype)
     steps_done = len(losses)
     record = {
         "train_games": sorted(set(by_game) - set(heldout_names)), "heldout_games": heldout_names,
@@ -218,11 +276,14 @@ def pretrain(user_cfg: dict | None = None, states_by_game: dict[str, list[Walkth
         "skipped_over_prompt_budget": skipped,
         "command": " ".join(sys.argv), "config": dict(cfg), "steps": steps_done,
         "loss_curve": _loss_curve(losses),
-        "heldout_before": before, "heldout_after": after, "seconds": round(time.time() - start_time, 1),
+        "heldout_before": before, "heldout_curve": selection.curve, "heldout_after": selection.best,
+        "saved_step": selection.best_step if heldout else steps_done,
+        "seconds": round(time.time() - start_time, 1),
         "machine": _machine(), "versions": _versions(),
     }
     (out / "training_record.json").write_text(json.dumps(record, indent=1))
-    print(json.dumps({k: record[k] for k in ("loss_curve", "heldout_before", "heldout_after", "seconds")}), flush=True)
+    print(json.dumps({k: record[k] for k in ("loss_curve", "heldout_before", "heldout_after", "saved_step", "seconds")}),
+          flush=True)
     return record
 
 
