@@ -39,3 +39,19 @@ def test_cache_is_reused_and_keyed_by_size(zork1_states) -> None:
     target.write_text(json.dumps(record))
     assert load_walkthrough_states(path, max_states=3, cache_dir=cache_dir)[0].gold == (0,)
     assert cache_file(path, 4, cache_dir) != target
+
+
+def test_a_cached_build_of_another_size_serves_as_a_prefix(zork1_states) -> None:
+    """A request for 2 states is answered by the 3-state build (its first 2); a request for 10 by the largest build
+    there is; a file of the same game built with other env settings is never used."""
+    from zoo.jericho.priorzero.walkthrough_states import ENV_SETTINGS, load_cached_prefix
+
+    path, cache_dir, states = zork1_states
+    assert load_cached_prefix(path, 2, cache_dir) == states[:2]
+    assert load_cached_prefix(path, 10, cache_dir) == states
+    other = cache_file(path, 50, cache_dir, settings={**ENV_SETTINGS, "max_valid_actions": 5})
+    record = json.loads(cache_file(path, 3, cache_dir).read_text())
+    other.write_text(json.dumps({**record, "max_states": 50, "states": record["states"] * 3}))
+    assert load_cached_prefix(path, 10, cache_dir) == states  # the 9-state file has other settings
+    cache_file(path, 3, cache_dir).unlink()
+    assert load_cached_prefix(path, 10, cache_dir) is None

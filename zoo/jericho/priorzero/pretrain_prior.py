@@ -32,7 +32,7 @@ from lzero_ext.llm.types import LLMSample
 from lzero_ext.utils.config import merge_strict
 from zoo.jericho.priorzero.game_splits import TRAIN_GAMES, check_train_games
 from zoo.jericho.priorzero.walkthrough_states import (
-    WalkthroughState, load_cached_walkthrough_states, load_walkthrough_states,
+    WalkthroughState, load_cached_prefix, load_walkthrough_states,
 )
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ config = dict(
     llm_path=None,
     # (list[str]) games whose walkthrough states are used; each must be in game_splits.TRAIN_GAMES.
     games=list(TRAIN_GAMES),
-    # (int|None) walkthrough states per game (from the start of the walkthrough); None: all.
+    # (int|None) walkthrough states per game (from the start of the walkthrough); None: all. Without build_missing a
+    # game cached with fewer states contributes those.
     max_states_per_game=100,
     # (str|None) walkthrough-state cache folder; None: $PRIORZERO_CACHE/walkthrough_states.
     states_dir=None,
@@ -95,7 +96,7 @@ def to_sample(state: WalkthroughState) -> LLMSample:
 def load_states(cfg) -> dict[str, list[WalkthroughState]]:
     """States per game (games with no usable state dropped); refuses eval games before reading anything."""
     names = check_train_games(cfg.games)
-    loader = load_walkthrough_states if cfg.build_missing else load_cached_walkthrough_states
+    loader = load_walkthrough_states if cfg.build_missing else load_cached_prefix
     states = {}
     for name in names:
         found = loader(name, cfg.max_states_per_game, cfg.states_dir)
@@ -272,7 +273,9 @@ def pretrain(user_cfg: dict | None = None, states_by_game: dict[str, list[Walkth
     steps_done = len(losses)
     record = {
         "train_games": sorted(set(by_game) - set(heldout_names)), "heldout_games": heldout_names,
-        "train_states": len(train), "heldout_states": len(heldout), "data_hash": data_hash(train + heldout),
+        "train_states": len(train), "heldout_states": len(heldout),
+        "states_per_game": {name: len(states) for name, states in sorted(by_game.items())},
+        "data_hash": data_hash(train + heldout),
         "skipped_over_prompt_budget": skipped,
         "command": " ".join(sys.argv), "config": dict(cfg), "steps": steps_done,
         "loss_curve": _loss_curve(losses),

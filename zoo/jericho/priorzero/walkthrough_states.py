@@ -150,6 +150,30 @@ def load_cached_walkthrough_states(game_path: str | Path, max_states: int | None
     return _to_states(json.loads(target.read_text())) if target.is_file() else None
 
 
+def load_cached_prefix(game_path: str | Path, max_states: int | None = None,
+                       cache_dir: str | Path | None = None) -> list[WalkthroughState] | None:
+    """The first ``max_states`` states of the largest cached build of this game (None if none is cached).
+
+    Why: states are a prefix of the walkthrough, so a build for 100 states also answers a request for 30, and a
+    slow game built only to 30 states still contributes them to a request for 100 (pretraining takes "up to N per
+    game"). Only builds of this story file with these env settings count (their cache key is recomputed).
+    """
+    exact = load_cached_walkthrough_states(game_path, max_states, cache_dir)
+    if exact is not None:
+        return exact
+    directory = cache_file(game_path, max_states, cache_dir).parent
+    builds = {}
+    for path in directory.glob(f"{game_name(story_path(game_path))}-*.json"):
+        size = json.loads(path.read_text())["max_states"]
+        if cache_file(game_path, size, cache_dir) == path:
+            builds[size] = path
+    if not builds:
+        return None
+    covering = [size for size in builds if size is None or (max_states is not None and size >= max_states)]
+    size = min(covering, key=lambda n: float("inf") if n is None else n) if covering else max(builds)
+    return _to_states(json.loads(builds[size].read_text()))[:max_states]
+
+
 def _build_in_subprocess(game: str, max_states: int | None, cache_dir: str | None,
                          timeout_s: float | None) -> str:
     """One game in its own interpreter: an emulator crash (seen on the GPU machine) then loses that game only,
