@@ -150,26 +150,34 @@ def load_cached_walkthrough_states(game_path: str | Path, max_states: int | None
     return _to_states(json.loads(target.read_text())) if target.is_file() else None
 
 
-def load_cached_prefix(game_path: str | Path, max_states: int | None = None,
-                       cache_dir: str | Path | None = None) -> list[WalkthroughState] | None:
-    """The first ``max_states`` states of the largest cached build of this game (None if none is cached).
-
-    Why: states are a prefix of the walkthrough, so a build for 100 states also answers a request for 30, and a
-    slow game built only to 30 states still contributes them to a request for 100 (pretraining takes "up to N per
-    game"). Only builds of this story file with these env settings count (their cache key is recomputed).
-    """
-    exact = load_cached_walkthrough_states(game_path, max_states, cache_dir)
-    if exact is not None:
-        return exact
-    directory = cache_file(game_path, max_states, cache_dir).parent
+def cached_builds(game_path: str | Path, cache_dir: str | Path | None = None) -> dict[int | None, Path]:
+    """Cached builds of this story file with these env settings, by size (their cache key is recomputed)."""
+    directory = cache_file(game_path, None, cache_dir).parent
     builds = {}
     for path in directory.glob(f"{game_name(story_path(game_path))}-*.json"):
         size = json.loads(path.read_text())["max_states"]
         if cache_file(game_path, size, cache_dir) == path:
             builds[size] = path
+    return builds
+
+
+def _covers(size: int | None, max_states: int | None) -> bool:
+    return size is None or (max_states is not None and size >= max_states)
+
+
+def load_cached_prefix(game_path: str | Path, max_states: int | None = None,
+                       cache_dir: str | Path | None = None) -> list[WalkthroughState] | None:
+    """The first ``max_states`` states of the smallest cached build that covers them, else of the largest one
+    (None if nothing is cached).
+
+    Why: states are a prefix of the walkthrough, so a build for 100 states also answers a request for 30, and a
+    slow game built only to 30 states still contributes them to a request for 100 (pretraining takes "up to N per
+    game").
+    """
+    builds = cached_builds(game_path, cache_dir)
     if not builds:
         return None
-    covering = [size for size in builds if size is None or (max_states is not None and size >= max_states)]
+    covering = [size for size in builds if _covers(size, max_states)]
     size = min(covering, key=lambda n: float("inf") if n is None else n) if covering else max(builds)
     return _to_states(json.loads(builds[size].read_text()))[:max_states]
 
@@ -207,7 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     games = resolve_games(args.games)
     if args.jobs == 1 and len(games) == 1:  # the unit of work (also what each parallel child runs)
         start = time.perf_counter()
-        states = load_walkthrough_states(games[0], args.max_states, args.out)
+        if any(_covers(size, args.max_states) for size in cached_builds(games[0], args.out)):
+            states = load_cached_prefix(games[0], args.max_states, args.out)  # a larger build already holds them
+        else:
+            states = load_walkthrough_states(games[0], args.max_states, args.out)
         print(f"{games[0]}: {len(states)} states in {time.perf_counter() - start:.0f} s", flush=True)
         return
     from lzero_ext.llm.default_model import ensure_default_model
