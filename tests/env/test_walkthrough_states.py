@@ -55,3 +55,10 @@ def test_a_cached_build_of_another_size_serves_as_a_prefix(zork1_states) -> None
     assert load_cached_prefix(path, 10, cache_dir) == states  # the 9-state file has other settings
     cache_file(path, 3, cache_dir).unlink()
     assert load_cached_prefix(path, 10, cache_dir) is None
+
+
+def test_a_build_stopped_by_its_time_limit_is_cached_as_the_build_of_what_it_found(jericho_game, tmp_path) -> None:
+    path = jericho_game("zork1.z5")
+    assert load_walkthrough_states(path, max_states=3, cache_dir=tmp_path, max_seconds=0.0) == []
+    assert cache_file(path, 0, tmp_path).is_file() and not cache_file(path, 3, tmp_path).is_file()
+    assert json.loads(cache_file(path, 0, tmp_path).read_text())["max_states"] == 0

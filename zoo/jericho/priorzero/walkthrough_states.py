@@ -67,18 +67,26 @@ def _cache_key(path: Path, max_states: int | None, settings: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _walk(path: Path, max_states: int | None, settings: dict) -> dict:
-    """Play the walkthrough; return the JSON-able record (turns once per game, states by reference into them)."""
+def _walk(path: Path, max_states: int | None, settings: dict, max_seconds: float | None = None) -> dict:
+    """Play the walkthrough; return the JSON-able record (turns once per game, states by reference into them).
+
+    Stopped by ``max_seconds``, the record holds the k states found so far and says ``max_states = k``: exactly what
+    a build for k states holds, so it is cached and found as one.
+    """
     from zoo.jericho.priorzero.envs.jericho_env import PriorZeroJerichoEnv
 
     env = PriorZeroJerichoEnv(dict(game_path=str(path), max_steps=10**6, **settings))
     observations, actions, rewards, states = [], [], [], []
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     try:
         obs = env.reset()
         # Private on purpose: gold needs to try commands on the env's own emulator state (and its walkthrough).
         backend = env._backend  # noqa: SLF001
         for step, command in enumerate(backend.walkthrough()):
             if max_states is not None and len(states) >= max_states:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                max_states = len(states)
                 break
             observations.append(obs["raw_obs_text"])
             candidates = list(obs["valid_actions"])
@@ -126,15 +134,18 @@ def cache_file(game_path: str | Path, max_states: int | None = None, cache_dir: 
 
 
 def load_walkthrough_states(game_path: str | Path, max_states: int | None = None,
-                            cache_dir: str | Path | None = None) -> list[WalkthroughState]:
+                            cache_dir: str | Path | None = None, max_seconds: float | None = None,
+                            ) -> list[WalkthroughState]:
     """The first ``max_states`` usable states of the game's walkthrough (cached; built on a miss).
 
     ``game_path``: a story file or a suite game name. ``cache_dir``: default ``$PRIORZERO_CACHE/walkthrough_states``.
+    ``max_seconds``: a build stops there with fewer states (cached as a build of that many).
     """
     target = cache_file(game_path, max_states, cache_dir)
     if target.is_file():
         return _to_states(json.loads(target.read_text()))
-    record = _walk(story_path(game_path), max_states, dict(ENV_SETTINGS))
+    record = _walk(story_path(game_path), max_states, dict(ENV_SETTINGS), max_seconds)
+    target = cache_file(game_path, record["max_states"], cache_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Written to a temporary file and renamed: a concurrent reader never sees half a file.
     with tempfile.NamedTemporaryFile("w", dir=target.parent, suffix=".tmp", delete=False) as handle:
@@ -182,6 +193,9 @@ def load_cached_prefix(game_path: str | Path, max_states: int | None = None,
     return _to_states(json.loads(builds[size].read_text()))[:max_states]
 
 
+KILL_GRACE_S = 120.0  # a child past its --timeout-s finishes its current state first; killed if it takes this long
+
+
 def _build_in_subprocess(game: str, max_states: int | None, cache_dir: str | None,
                          timeout_s: float | None) -> str:
     """One game in its own interpreter: an emulator crash (seen on the GPU machine) then loses that game only,
@@ -189,11 +203,13 @@ def _build_in_subprocess(game: str, max_states: int | None, cache_dir: str | Non
     command = [sys.executable, "-m", "zoo.jericho.priorzero.walkthrough_states", "--games", game, "--jobs", "1"]
     command += [] if max_states is None else ["--max-states", str(max_states)]
     command += [] if cache_dir is None else ["--out", str(cache_dir)]
+    command += [] if timeout_s is None else ["--timeout-s", str(timeout_s)]
     start = time.perf_counter()
+    kill_after = None if timeout_s is None else timeout_s + KILL_GRACE_S
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=kill_after)
     except subprocess.TimeoutExpired:
-        return f"{game}: FAILED timeout after {timeout_s:.0f} s"
+        return f"{game}: FAILED killed after {kill_after:.0f} s"
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         return f"{game}: FAILED exit {result.returncode}: {last}"
@@ -209,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-states", type=int, default=None, help="usable states per game (default: all)")
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="parallel games")
     parser.add_argument("--out", default=None, help="cache folder (default $PRIORZERO_CACHE/walkthrough_states)")
-    parser.add_argument("--timeout-s", type=float, default=None, help="per-game wall-clock limit (default none)")
+    parser.add_argument("--timeout-s", type=float, default=None,
+                        help="per-game limit: the walk stops and keeps (caches) the states found (default none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     games = resolve_games(args.games)
@@ -218,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         if any(_covers(size, args.max_states) for size in cached_builds(games[0], args.out)):
             states = load_cached_prefix(games[0], args.max_states, args.out)  # a larger build already holds them
         else:
-            states = load_walkthrough_states(games[0], args.max_states, args.out)
+            states = load_walkthrough_states(games[0], args.max_states, args.out, args.timeout_s)
         print(f"{games[0]}: {len(states)} states in {time.perf_counter() - start:.0f} s", flush=True)
         return
     from lzero_ext.llm.default_model import ensure_default_model
