@@ -10,8 +10,9 @@ so a candidate is gold when it reaches the same world-state hash as the walkthro
 than two candidates, no gold, or only gold say nothing about a ranking and are skipped.
 
 Valid-action generation costs about a second per state, so results are cached as JSON under
-``$PRIORZERO_CACHE/walkthrough_states/<game>-<key>.json`` (key: a hash of everything that changes the result), and
-the CLI builds many games in parallel, one process per game::
+``$PRIORZERO_CACHE/walkthrough_states/<game>-<key>.json`` (key: a hash of everything that changes the result; the
+states are a prefix of the walkthrough, so a build of more states also answers a request for fewer), and the CLI
+builds many games in parallel, one process per game, each stopped after ``--timeout-s`` with the states it found::
 
     python -m zoo.jericho.priorzero.walkthrough_states --games train --max-states 100 --jobs 16 --timeout-s 280 --out DIR
 """
@@ -133,34 +134,6 @@ def cache_file(game_path: str | Path, max_states: int | None = None, cache_dir: 
     return directory / f"{game_name(path)}-{_cache_key(path, max_states, settings or ENV_SETTINGS)}.json"
 
 
-def load_walkthrough_states(game_path: str | Path, max_states: int | None = None,
-                            cache_dir: str | Path | None = None, max_seconds: float | None = None,
-                            ) -> list[WalkthroughState]:
-    """The first ``max_states`` usable states of the game's walkthrough (cached; built on a miss).
-
-    ``game_path``: a story file or a suite game name. ``cache_dir``: default ``$PRIORZERO_CACHE/walkthrough_states``.
-    ``max_seconds``: a build stops there with fewer states (cached as a build of that many).
-    """
-    target = cache_file(game_path, max_states, cache_dir)
-    if target.is_file():
-        return _to_states(json.loads(target.read_text()))
-    record = _walk(story_path(game_path), max_states, dict(ENV_SETTINGS), max_seconds)
-    target = cache_file(game_path, record["max_states"], cache_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Written to a temporary file and renamed: a concurrent reader never sees half a file.
-    with tempfile.NamedTemporaryFile("w", dir=target.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(record, handle)
-    os.replace(handle.name, target)
-    return _to_states(record)
-
-
-def load_cached_walkthrough_states(game_path: str | Path, max_states: int | None = None,
-                                   cache_dir: str | Path | None = None) -> list[WalkthroughState] | None:
-    """Like :func:`load_walkthrough_states`, but None instead of a (slow) build when nothing is cached."""
-    target = cache_file(game_path, max_states, cache_dir)
-    return _to_states(json.loads(target.read_text())) if target.is_file() else None
-
-
 def cached_builds(game_path: str | Path, cache_dir: str | Path | None = None) -> dict[int | None, Path]:
     """Cached builds of this story file with these env settings, by size (their cache key is recomputed)."""
     directory = cache_file(game_path, None, cache_dir).parent
@@ -176,6 +149,37 @@ def _covers(size: int | None, max_states: int | None) -> bool:
     return size is None or (max_states is not None and size >= max_states)
 
 
+def _size_order(size: int | None) -> float:
+    return float("inf") if size is None else size
+
+
+def _read_prefix(path: Path, max_states: int | None) -> list[WalkthroughState]:
+    return _to_states(json.loads(path.read_text()))[:max_states]
+
+
+def load_walkthrough_states(game_path: str | Path, max_states: int | None = None,
+                            cache_dir: str | Path | None = None, max_seconds: float | None = None,
+                            ) -> list[WalkthroughState]:
+    """The first ``max_states`` usable states of the game's walkthrough (from the smallest cached build that holds
+    them; built and cached on a miss).
+
+    ``game_path``: a story file or a suite game name. ``cache_dir``: default ``$PRIORZERO_CACHE/walkthrough_states``.
+    ``max_seconds``: a build stops there with fewer states (cached as a build of that many).
+    """
+    builds = cached_builds(game_path, cache_dir)
+    covering = [size for size in builds if _covers(size, max_states)]
+    if covering:
+        return _read_prefix(builds[min(covering, key=_size_order)], max_states)
+    record = _walk(story_path(game_path), max_states, dict(ENV_SETTINGS), max_seconds)
+    target = cache_file(game_path, record["max_states"], cache_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Written to a temporary file and renamed: a concurrent reader never sees half a file.
+    with tempfile.NamedTemporaryFile("w", dir=target.parent, suffix=".tmp", delete=False) as handle:
+        json.dump(record, handle)
+    os.replace(handle.name, target)
+    return _to_states(record)
+
+
 def load_cached_prefix(game_path: str | Path, max_states: int | None = None,
                        cache_dir: str | Path | None = None) -> list[WalkthroughState] | None:
     """The first ``max_states`` states of the smallest cached build that covers them, else of the largest one
@@ -189,8 +193,8 @@ def load_cached_prefix(game_path: str | Path, max_states: int | None = None,
     if not builds:
         return None
     covering = [size for size in builds if _covers(size, max_states)]
-    size = min(covering, key=lambda n: float("inf") if n is None else n) if covering else max(builds)
-    return _to_states(json.loads(builds[size].read_text()))[:max_states]
+    return _read_prefix(builds[min(covering, key=_size_order) if covering else max(builds, key=_size_order)],
+                        max_states)
 
 
 KILL_GRACE_S = 120.0  # a child past its --timeout-s finishes its current state first; killed if it takes this long
@@ -232,10 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     games = resolve_games(args.games)
     if args.jobs == 1 and len(games) == 1:  # the unit of work (also what each parallel child runs)
         start = time.perf_counter()
-        if any(_covers(size, args.max_states) for size in cached_builds(games[0], args.out)):
-            states = load_cached_prefix(games[0], args.max_states, args.out)  # a larger build already holds them
-        else:
-            states = load_walkthrough_states(games[0], args.max_states, args.out, args.timeout_s)
+        states = load_walkthrough_states(games[0], args.max_states, args.out, args.timeout_s)
         print(f"{games[0]}: {len(states)} states in {time.perf_counter() - start:.0f} s", flush=True)
         return
     from lzero_ext.llm.default_model import ensure_default_model
