@@ -76,6 +76,8 @@ def test_the_saved_adapter_is_the_best_held_out_one_and_float16(tmp_path, tiny_m
     tensors = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     assert {str(v.dtype) for v in tensors.values()} == {"torch.float16"}
     assert all(float(v.abs().max()) == 0.0 for k, v in tensors.items() if "lora_B" in k)
+    adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(tiny_model_dir)  # as given, not a resolved cache path
 
 
 def test_a_pretraining_output_registers_as_a_named_prior(tmp_path, tiny_model_dir, monkeypatch) -> None:
@@ -115,3 +117,15 @@ def test_max_seconds_stops_training_and_still_writes_the_adapter(tmp_path, tiny_
                            out=str(tmp_path)), states_by_game=states)
     assert record["steps"] == 0 and record["loss_curve"] == {}
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_the_shipped_prior_is_registered_and_never_saw_an_eval_game() -> None:
+    """priors/smollm2-135m-jericho: a named preset on smollm2-135m whose record lists only training-split games."""
+    from lzero_ext.llm.presets import is_preset_name
+    from zoo.jericho.priorzero.priors import PRIORS_DIR, REGISTERED
+
+    assert "smollm2-135m-jericho" in REGISTERED and is_preset_name("smollm2-135m-jericho")
+    record = json.loads((PRIORS_DIR / "smollm2-135m-jericho" / "training_record.json").read_text())
+    seen = set(record["train_games"]) | set(record["heldout_games"]) | set(record["states_per_game"])
+    assert seen and seen <= set(TRAIN_GAMES) and not seen & set(EVAL_GAMES)
+    assert record["config"]["llm_path"] == "smollm2-135m"

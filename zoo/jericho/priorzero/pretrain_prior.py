@@ -186,8 +186,9 @@ class _AdapterSelection:
         set_peft_model_state_dict(self.model, self._weights)
 
 
-def _cast_adapter(adapter_dir: Path, dtype: str) -> None:
-    """Rewrite the saved adapter's floating-point tensors in ``dtype`` (float16 halves a float32 adapter's size)."""
+def _finish_adapter(adapter_dir: Path, dtype: str, base: str | None) -> None:
+    """Rewrite the saved adapter's floating-point tensors in ``dtype`` (float16 halves a float32 adapter's size) and
+    name its base as the user did (a preset name, not the cache path it resolved to on this machine)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -196,6 +197,10 @@ def _cast_adapter(adapter_dir: Path, dtype: str) -> None:
     tensors = load_file(path)
     save_file({k: v.to(target) if v.is_floating_point() else v for k, v in tensors.items()}, path,
               metadata={"format": "pt"})
+    config_path = adapter_dir / "adapter_config.json"
+    adapter_config = json.loads(config_path.read_text())
+    adapter_config["base_model_name_or_path"] = base
+    config_path.write_text(json.dumps(adapter_config, indent=2) + "\n")
 
 
 def _versions() -> dict[str, str]:
@@ -269,7 +274,7 @@ def pretrain(user_cfg: dict | None = None, states_by_game: dict[str, list[Walkth
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(out / "adapter")
-    _cast_adapter(out / "adapter", cfg.adapter_dtype)
+    _finish_adapter(out / "adapter", cfg.adapter_dtype, cfg.llm_path)
     steps_done = len(losses)
     record = {
         "train_games": sorted(set(by_game) - set(heldout_names)), "heldout_games": heldout_names,
