@@ -28,8 +28,12 @@ setup(
     packages=packages,
     package_data={
         "zoo.jericho.priorzero.games": ["*.inf", "*.z5", "*.json", "*.sh"],
+        "zoo.jericho.priorzero.priors": ["*/training_record.json", "*/adapter/*.json", "*/adapter/*.safetensors"],
         "lzero_ext.llm": ["*.txt"],
     },
+    # The shipped pretrained priors (priors/<name>/) become model presets wherever a model name is resolved, not only
+    # where priorzero_config happens to be imported.
+    entry_points={"lzero_ext.model_presets": ["jericho_priors = zoo.jericho.priorzero.priors"]},
     # Lower bounds are what the code calls (requirements/lock.txt pins the tested closure; pytest and its plugins are
     # test tools, requirements/dev.txt).
     install_requires=[

@@ -129,3 +129,15 @@ def test_the_shipped_prior_is_registered_and_never_saw_an_eval_game() -> None:
     seen = set(record["train_games"]) | set(record["heldout_games"]) | set(record["states_per_game"])
     assert seen and seen <= set(TRAIN_GAMES) and not seen & set(EVAL_GAMES)
     assert record["config"]["llm_path"] == "smollm2-135m"
+
+
+def test_the_shipped_prior_resolves_by_name_without_importing_the_config(tmp_path) -> None:
+    """The installed package declares priors/ as a preset plugin (setup.py entry point), so a process that only
+    imports the presets module (bench/prior_quality.py, a user's script) resolves the name too."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from lzero_ext.llm.presets import is_preset_name; "
+            "print(is_preset_name('smollm2-135m-jericho'), 'zoo.jericho.priorzero.priorzero_config' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert result.stdout.split() == ["True", "False"]
