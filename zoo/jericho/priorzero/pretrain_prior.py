@@ -37,6 +37,7 @@ from zoo.jericho.priorzero.walkthrough_states import (
 
 logger = logging.getLogger(__name__)
 
+# The defaults are the recipe of the shipped prior smollm2-135m-jericho (docs/results/prior_pretraining.md).
 config = dict(
     # (str|None) base model: a preset name (e.g. 'smollm2-135m'), an HF directory, or None for the tiny default LM.
     llm_path=None,
@@ -44,7 +45,7 @@ config = dict(
     games=list(TRAIN_GAMES),
     # (int|None) walkthrough states per game (from the start of the walkthrough); None: all. Without build_missing a
     # game cached with fewer states contributes those.
-    max_states_per_game=100,
+    max_states_per_game=60,
     # (str|None) walkthrough-state cache folder; None: $PRIORZERO_CACHE/walkthrough_states.
     states_dir=None,
     # (bool) build the states of a game that is not cached (about a second per state); False skips the game.
@@ -55,7 +56,7 @@ config = dict(
     # the best evaluated one, the base model (step 0, a zero adapter) included.
     eval_every=25,
     # (int) optimiser steps.
-    steps=300,
+    steps=200,
     # (float|None) stop training after this many seconds (the adapter and record are still written); None: no limit.
     max_seconds=None,
     # (int) states per optimiser step.
@@ -63,7 +64,7 @@ config = dict(
     # (int) states per forward/backward pass.
     micro_batch_size=8,
     # (float) peak learning rate (LoRA).
-    lr=2e-4,
+    lr=1e-3,
     # (int) linear warm-up steps before the cosine decay.
     warmup_steps=20,
     # (int) LoRA rank (rank 8 on every projection of a 135M model: a 5 MB float16 adapter).
