@@ -62,3 +62,9 @@ def test_a_build_stopped_by_its_time_limit_is_cached_as_the_build_of_what_it_fou
     assert load_walkthrough_states(path, max_states=3, cache_dir=tmp_path, max_seconds=0.0) == []
     assert cache_file(path, 0, tmp_path).is_file() and not cache_file(path, 3, tmp_path).is_file()
     assert json.loads(cache_file(path, 0, tmp_path).read_text())["max_states"] == 0
+
+
+def test_a_damaged_cache_file_is_ignored_not_fatal(zork1_states) -> None:
+    path, cache_dir, states = zork1_states
+    (cache_dir / "zork1-0000000000000000.json").write_text("{not json")
+    assert load_walkthrough_states(path, max_states=2, cache_dir=cache_dir) == states[:2]

@@ -139,7 +139,11 @@ def cached_builds(game_path: str | Path, cache_dir: str | Path | None = None) ->
     directory = cache_file(game_path, None, cache_dir).parent
     builds = {}
     for path in directory.glob(f"{game_name(story_path(game_path))}-*.json"):
-        size = json.loads(path.read_text())["max_states"]
+        try:
+            size = json.loads(path.read_text())["max_states"]
+        except (OSError, ValueError, KeyError) as error:  # a damaged file is not a build; rebuilding replaces it
+            logger.warning("unreadable walkthrough-state cache file %s ignored: %s", path, error)
+            continue
         if cache_file(game_path, size, cache_dir) == path:
             builds[size] = path
     return builds
@@ -151,6 +155,11 @@ def _covers(size: int | None, max_states: int | None) -> bool:
 
 def _size_order(size: int | None) -> float:
     return float("inf") if size is None else size
+
+
+def _smallest_covering(builds: dict[int | None, Path], max_states: int | None) -> Path | None:
+    covering = [size for size in builds if _covers(size, max_states)]
+    return builds[min(covering, key=_size_order)] if covering else None
 
 
 def _read_prefix(path: Path, max_states: int | None) -> list[WalkthroughState]:
@@ -166,10 +175,9 @@ def load_walkthrough_states(game_path: str | Path, max_states: int | None = None
     ``game_path``: a story file or a suite game name. ``cache_dir``: default ``$PRIORZERO_CACHE/walkthrough_states``.
     ``max_seconds``: a build stops there with fewer states (cached as a build of that many).
     """
-    builds = cached_builds(game_path, cache_dir)
-    covering = [size for size in builds if _covers(size, max_states)]
-    if covering:
-        return _read_prefix(builds[min(covering, key=_size_order)], max_states)
+    found = _smallest_covering(cached_builds(game_path, cache_dir), max_states)
+    if found is not None:
+        return _read_prefix(found, max_states)
     record = _walk(story_path(game_path), max_states, dict(ENV_SETTINGS), max_seconds)
     target = cache_file(game_path, record["max_states"], cache_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -192,9 +200,8 @@ def load_cached_prefix(game_path: str | Path, max_states: int | None = None,
     builds = cached_builds(game_path, cache_dir)
     if not builds:
         return None
-    covering = [size for size in builds if _covers(size, max_states)]
-    return _read_prefix(builds[min(covering, key=_size_order) if covering else max(builds, key=_size_order)],
-                        max_states)
+    found = _smallest_covering(builds, max_states) or builds[max(builds, key=_size_order)]
+    return _read_prefix(found, max_states)
 
 
 KILL_GRACE_S = 120.0  # a child past its --timeout-s finishes its current state first; killed if it takes this long
