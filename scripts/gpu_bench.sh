@@ -37,7 +37,7 @@
 #   bash scripts/gpu_bench.sh wm [ARGS...]   # bench/wm_train_speed.py at the anchor sizes (ARGS: its own, e.g.
 #       --profile or another --config-override): where a world-model update's time goes
 #
-# speed: bench/speed.py on detective at LightZero's Jericho UniZero anchor sizes (docs: ../shared/docs/gpu-notes.md):
+# speed: bench/speed.py on detective at LightZero's Jericho UniZero anchor sizes (LightZero's zoo/jericho UniZero config):
 #   50 simulations, batch 64, 512-token observations, a MiniLM-sized text encoder (384 wide, 6 layers, 12 heads),
 #   world model embed 768 / 2 layers, 16 collector envs, replay ratio 0.25 (16 world-model updates per 64 env
 #   steps), and the prior a random-initialised Qwen2.5-0.5B-shaped LLM (bench/speed.py --llm-shape).
