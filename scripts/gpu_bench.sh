@@ -33,7 +33,8 @@
 #         thread_subproc_env32   thread_subproc with the same 32 envs
 #       ITERS, else SPEED_ITERS (default 5: one LLM update, train.llm_train_freq), sets the measured iterations;
 #       SPEED_WARMUP (default 1) the iterations run before them.
-#       NAME+PART adds a part to a setting: +cudnn lets PyTorch pick the text encoder's attention kernels (cuDNN).
+#       NAME+PART adds a part to a setting: +cudnn lets PyTorch pick the text encoder's attention kernels (cuDNN);
+#       +padded runs the text encoder on padded length buckets instead of packed tokens (flash varlen attention).
 #   bash scripts/gpu_bench.sh wm [ARGS...]   # bench/wm_train_speed.py at the anchor sizes (ARGS: its own, e.g.
 #       --profile or another --config-override): where a world-model update's time goes
 #
@@ -141,6 +142,7 @@ part_json() {
     env32) echo '{"env": {"collector_env_num": 32}, "policy": {"collect": {"collector": {"n_steps": 128}}},
                   "train": {"wm_updates_per_iter": 32, "llm_updates_per_iter": 2}}';;
     cudnn) echo '{"policy": {"model": {"encoder": {"attention_kernels": "auto"}}}}';;  # PyTorch picks (cuDNN)
+    padded) echo '{"policy": {"model": {"encoder": {"packed_attention": "off"}}}}';;  # the encoder before packing
     *) return 1;;
   esac
 }

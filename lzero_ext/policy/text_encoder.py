@@ -12,7 +12,12 @@ by length without changing the result beyond rounding: with ``length_buckets`` >
 row. Text-game observations vary a lot in length (detective: about 190 tokens on average, some cut at 512), so
 the training batch (batch x unroll steps rows) does far less padding work; small batches (search) are one chunk.
 
-Attention kernels: the padding mask rules out the flash kernel, and on Hopper PyTorch then prefers cuDNN's fused
+Packed attention (``packed_attention``, CUDA): the real tokens of all rows are packed into one sequence and the layers
+run on it with flash attention over variable-length segments (``torch.nn.attention.varlen``), so no work is spent on
+padding and the whole batch is one pass. The same parameters and the same function as the padded path (exact up to
+rounding); the padded path below stays for the CPU, fp32 and dropout.
+
+Attention kernels (padded path): the padding mask rules out the flash kernel, and on Hopper PyTorch then prefers cuDNN's fused
 attention, which builds an execution plan for every new (rows, length) shape; with length-bucketed chunks nearly
 every call is a new shape. ``attention_kernels='no_cudnn'`` (default) keeps PyTorch's other kernels (memory-efficient,
 then math) for the encoder's layers; 'auto' leaves the choice to PyTorch.
@@ -37,6 +42,7 @@ from lzero_ext.utils.config import merge_strict
 logger = logging.getLogger(__name__)
 
 MIN_BUCKET_ROWS = 32  # fewest rows in a length bucket: smaller chunks cost more in kernel launches than they save
+PACKED_ATTENTION = ("auto", "on", "off")
 ATTENTION_KERNELS = {"auto": None, "no_cudnn": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
                                                SDPBackend.MATH]}
 # Named pretrained encoders: name -> (module of a pip package, its function returning the HF model directory).
@@ -90,6 +96,10 @@ class TextObservationEncoder(nn.Module):
         # (str) Attention kernels of the layers on CUDA: 'no_cudnn' (PyTorch's others; see the module docstring)
         # or 'auto' (PyTorch's choice).
         attention_kernels="no_cudnn",
+        # (str) 'auto': pack the real tokens and use flash variable-length attention where it runs (CUDA, bf16/fp16
+        # autocast, no dropout while training, from-scratch layers); 'off': always the padded path; 'on': always
+        # packed (elsewhere the attention is an exact block-diagonal mask, quadratic in the batch's tokens: tests).
+        packed_attention="auto",
         # (str|None) None: learn from scratch with the keys above. 'minilm-l6' or a local HF directory: that
         # pretrained encoder reads the tokens (hidden_dim, num_layers, num_heads, dropout then unused); vocab_size
         # and pad_token_id must be its tokenizer's.
@@ -177,11 +187,10 @@ class TextObservationEncoder(nn.Module):
         token_ids = token_ids.long()
         valid = token_ids != self.pad_token_id
         # A row of pure padding (e.g. a zero observation) would make attention softmax over nothing (NaN):
-        # let such rows attend to their first position instead.
-        empty_rows = ~valid.any(dim=1)
-        if empty_rows.any():
-            valid = valid.clone()
-            valid[empty_rows, 0] = True
+        # let such rows attend to their first position instead (no host sync: every row's first column is or-ed).
+        valid[:, 0] |= ~valid.any(dim=1)
+        if self._packs(token_ids.device):
+            return self._encode_packed(token_ids, valid)
         buckets = min(int(self.cfg.length_buckets), token_ids.shape[0] // MIN_BUCKET_ROWS)
         if buckets <= 1:
             # Drop trailing columns that are padding in every row: exact (pads are masked out of attention and
@@ -217,6 +226,30 @@ class TextObservationEncoder(nn.Module):
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
         return self.output_norm(self.projection(pooled))
 
+    def _packs(self, device: torch.device) -> bool:
+        """Whether this call takes the packed path (see ``packed_attention``)."""
+        mode = self.cfg.packed_attention
+        if mode != "auto" or self.layers is None:
+            return mode == "on" and self.layers is not None
+        return (device.type == "cuda" and _varlen_attn() is not None
+                and torch.is_autocast_enabled("cuda")
+                and torch.get_autocast_dtype("cuda") in (torch.bfloat16, torch.float16)
+                and not (self.training and self.cfg.dropout > 0))
+
+    def _encode_packed(self, token_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Latents of all rows with the layers run on the packed real tokens (one host sync: the token count)."""
+        lengths = valid.sum(dim=1)
+        rows, columns = valid.nonzero(as_tuple=True)  # row-major: each row's tokens contiguous, rows in order
+        bounds = torch.nn.functional.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
+        longest = int(lengths.max())
+        hidden = self.token_embedding(token_ids[rows, columns]) + self.position_embedding(columns)
+        for layer in self.layers.layers:
+            hidden = _packed_layer(layer, hidden, bounds, longest)
+        hidden = self.final_norm(hidden)
+        pooled = hidden.new_zeros(token_ids.shape[0], hidden.shape[1]).index_add_(0, rows, hidden)
+        pooled = pooled / lengths.clamp(min=1).unsqueeze(1).to(hidden.dtype)
+        return self.output_norm(self.projection(pooled))
+
     def _attention_kernels(self, device: torch.device) -> contextlib.AbstractContextManager:
         # sdpa_kernel sets process-wide flags and restores them on exit: an acting thread and the learner both
         # entering it can end one's restriction early, which changes only the kernel (and its speed), not results.
@@ -240,6 +273,43 @@ def _validate_encoder_config(cfg: EasyDict) -> None:
         raise ValueError("text_encoder.max_seq_len and vocab_size must be positive")
     if cfg.length_buckets < 1:
         raise ValueError(f"text_encoder.length_buckets must be >= 1, got {cfg.length_buckets}")
+    if cfg.packed_attention not in PACKED_ATTENTION:
+        raise ValueError(f"text_encoder.packed_attention must be one of {list(PACKED_ATTENTION)}, "
+                         f"got {cfg.packed_attention!r}")
     if cfg.attention_kernels not in ATTENTION_KERNELS:
         raise ValueError(f"text_encoder.attention_kernels must be one of {sorted(ATTENTION_KERNELS)}, "
                          f"got {cfg.attention_kernels!r}")
+
+
+def _varlen_attn():
+    """PyTorch's flash variable-length attention, or None where this PyTorch lacks it."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+def _packed_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, bounds: torch.Tensor,
+                  longest: int) -> torch.Tensor:
+    """``layer`` (pre-norm, batch-first) on packed tokens ``[T, hidden]`` whose rows are the segments ``bounds``."""
+    attn = layer.self_attn
+    tokens, width = x.shape
+    qkv = torch.nn.functional.linear(layer.norm1(x), attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.view(tokens, 3, attn.num_heads, width // attn.num_heads).unbind(1)
+    if x.is_cuda and _varlen_attn() is not None and q.dtype in (torch.bfloat16, torch.float16):
+        out = _varlen_attn()(q, k, v, bounds, bounds, longest, longest)
+    else:
+        out = _block_diagonal_attention(q, k, v, bounds)
+    x = x + layer.dropout1(attn.out_proj(out.reshape(tokens, width)))
+    return x + layer._ff_block(layer.norm2(x))  # noqa: SLF001 (linear2(dropout(gelu(linear1))) + dropout2)
+
+
+def _block_diagonal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    """Exact attention within segments for devices or dtypes without flash varlen: one ``[T, T]`` mask."""
+    segment = torch.searchsorted(bounds[1:], torch.arange(q.shape[0], device=q.device, dtype=bounds.dtype),
+                                 right=True)
+    mask = segment[:, None] == segment[None, :]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask)
+    return out.transpose(0, 1)

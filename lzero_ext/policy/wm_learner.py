@@ -169,16 +169,14 @@ class WorldModelLearner:
         self._update_target()
         policy = gpt_batch['target_policy'][gpt_batch['mask_padding']]
         target_entropy = -(policy * torch.log(policy + 1e-9)).sum(-1).mean()
+        names = ('total_loss', 'obs_loss', 'reward_loss', 'value_loss', 'policy_loss', 'policy_entropy',
+                 'target_policy_entropy', 'latent_l2_norm', 'grad_norm')
+        values = (total, parts['loss_obs'], parts['loss_rewards'], parts['loss_value'], parts['loss_policy'],
+                  parts['policy_entropy'], target_entropy, parts['latent_state_l2_norms'], grad_norm)
+        # one device-to-host copy for all the scalars instead of a sync per metric
+        scalars = torch.stack([v.detach().float().reshape(()) for v in values]).tolist()
         return {
-            'wm/total_loss': total.item(),
-            'wm/obs_loss': parts['loss_obs'].item(),
-            'wm/reward_loss': parts['loss_rewards'].item(),
-            'wm/value_loss': parts['loss_value'].item(),
-            'wm/policy_loss': parts['loss_policy'].item(),
-            'wm/policy_entropy': parts['policy_entropy'].item(),
-            'wm/target_policy_entropy': target_entropy.item(),
-            'wm/latent_l2_norm': parts['latent_state_l2_norms'].item(),
-            'wm/grad_norm': grad_norm.item(),
+            **{f'wm/{name}': value for name, value in zip(names, scalars)},
             'wm/lr': lr,
             'wm/target_value_mean': float(batch.target_values[batch.mask_padding].mean()),
             'wm/skipped_updates': float(self.skipped_updates),

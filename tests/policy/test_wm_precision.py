@@ -60,6 +60,56 @@ def test_small_batches_are_one_chunk():
     assert [shape[1] for shape in calls] == sorted(shape[1] for shape in calls)  # each chunk trimmed to its longest
 
 
+def _packed_pair(width: int, dropout: float = 0.0) -> tuple[TextObservationEncoder, TextObservationEncoder]:
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=VOCAB, max_seq_len=width, embed_dim=16, hidden_dim=16, num_heads=2, num_layers=2,
+               dropout=dropout)
+    padded = TextObservationEncoder(dict(cfg, packed_attention="off"))
+    packed = TextObservationEncoder(dict(cfg, packed_attention="on"))
+    packed.load_state_dict(padded.state_dict())
+    return padded, packed
+
+
+def test_packed_attention_gives_the_same_latents_and_gradients():
+    padded, packed = _packed_pair(width=40)
+    tokens = _uneven_tokens(4 * MIN_BUCKET_ROWS + 5, 40)  # bucketed on the padded side, one all-padding row
+    calls = []
+    original = packed._encode_packed
+    packed._encode_packed = lambda *args: calls.append(args[0].shape) or original(*args)
+    a, b = padded(tokens), packed(tokens)
+    assert calls == [tokens.shape]  # the whole batch in one packed pass, never the padded chunks
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    (a * torch.arange(a.shape[1])).sum().backward()
+    (b * torch.arange(b.shape[1])).sum().backward()
+    for (name, p), q in zip(padded.named_parameters(), packed.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_packed_attention_auto_keeps_the_padded_path_on_cpu_and_with_dropout():
+    padded, _ = _packed_pair(width=12, dropout=0.1)
+    auto = TextObservationEncoder(dict(padded.cfg, packed_attention="auto"))
+    assert not auto._packs(torch.device("cpu"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not auto._packs(torch.device("cpu"))
+    with pytest.raises(ValueError, match="packed_attention"):
+        TextObservationEncoder(dict(padded.cfg, packed_attention="always"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flash variable-length attention needs CUDA")
+def test_packed_attention_on_cuda_uses_flash_varlen_and_matches_the_padded_path():
+    padded, _ = _packed_pair(width=40)
+    padded = padded.cuda()
+    auto = TextObservationEncoder(dict(padded.cfg, packed_attention="auto")).cuda()
+    auto.load_state_dict(padded.state_dict())
+    tokens = _uneven_tokens(4 * MIN_BUCKET_ROWS + 5, 40).cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert auto._packs(tokens.device)
+        a, b = padded(tokens), auto(tokens)
+    torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=2e-2)
+    b.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in auto.parameters() if p.grad is not None)
+
+
 def test_length_buckets_must_be_positive():
     with pytest.raises(ValueError, match="length_buckets"):
         TextObservationEncoder(dict(vocab_size=VOCAB, max_seq_len=OBS_LEN, embed_dim=16, hidden_dim=8, num_heads=2,
