@@ -39,11 +39,16 @@ def _encoder_pair(width: int) -> tuple[TextObservationEncoder, TextObservationEn
 def test_length_buckets_give_the_same_latents_and_gradients():
     one, bucketed = _encoder_pair(width=40)
     tokens = _uneven_tokens(4 * MIN_BUCKET_ROWS + 5, 40)
-    a, b = one(tokens), bucketed(tokens)
+    _assert_same_latents_and_gradients(one, bucketed, tokens)
+
+
+def _assert_same_latents_and_gradients(reference: TextObservationEncoder, other: TextObservationEncoder,
+                                       tokens: torch.Tensor) -> None:
+    a, b = reference(tokens), other(tokens)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     (a * torch.arange(a.shape[1])).sum().backward()
     (b * torch.arange(b.shape[1])).sum().backward()
-    for (name, p), q in zip(one.named_parameters(), bucketed.parameters()):
+    for (name, p), q in zip(reference.named_parameters(), other.parameters()):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
@@ -76,13 +81,8 @@ def test_packed_attention_gives_the_same_latents_and_gradients():
     calls = []
     original = packed._encode_packed
     packed._encode_packed = lambda *args: calls.append(args[0].shape) or original(*args)
-    a, b = padded(tokens), packed(tokens)
+    _assert_same_latents_and_gradients(padded, packed, tokens)
     assert calls == [tokens.shape]  # the whole batch in one packed pass, never the padded chunks
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
-    (a * torch.arange(a.shape[1])).sum().backward()
-    (b * torch.arange(b.shape[1])).sum().backward()
-    for (name, p), q in zip(padded.named_parameters(), packed.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_packed_attention_auto_keeps_the_padded_path_on_cpu_and_with_dropout():
