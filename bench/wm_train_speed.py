@@ -13,7 +13,9 @@ updates after a warm-up it times, with a CUDA synchronize after each part so the
 * sampling a batch with n-step targets only (CPU),
 * sampling with the target model's bootstrap values (``target_value_fn``, what the loop does by default),
 * ``train_step`` on a batch sampled beforehand,
-* the whole update as the loop runs it (sample with bootstrap values, then ``train_step``).
+* the whole update as the loop runs it (sample with bootstrap values, then ``train_step``),
+
+and how many of a sampled batch's observations are distinct (the text encoder's packed path encodes each once).
 
 ``--profile`` adds torch.profiler's top operators of a few whole updates by self device time (CPU time on CPU).
 """
@@ -143,12 +145,16 @@ def main(argv: list[str] | None = None) -> None:
         "whole update (sample with values + train_step)": timed(update, sync, args.updates),
     }
     model = cfg.policy.model
+    rows = batch.observations.reshape(-1, batch.observations.shape[-1])
+    distinct = len(np.unique(rows, axis=0))
     print(f"Command: `python {' '.join(sys.argv)}`  ")
     print(f"Device: {device_line(args.device)}  ")
     print(f"Sizes: batch {batch_size}, {model.num_unroll_steps} unroll steps, observations of {cfg.env.max_seq_len} "
           f"tokens, encoder {model.encoder.hidden_dim} wide × {model.encoder.num_layers} layers, world model "
           f"embed {model.embed_dim} × {model.num_layers} layers; precision {cfg.policy.learn.wm.mixed_precision}; "
-          f"{args.updates} calls each after {args.warmup} warm-up updates, medians  \n")
+          f"{args.updates} calls each after {args.warmup} warm-up updates, medians  ")
+    print(f"Distinct observations in a sampled batch: {distinct} of {len(rows)} (overlapping windows of a "
+          f"{args.buffer_steps}-step buffer; the encoder's packed path encodes each once)  \n")
     print("| part | ms (median) | ms (min) | per second |")
     print("|---|---:|---:|---:|")
     for label, seconds in parts.items():

@@ -59,7 +59,8 @@ def architecture_fingerprint(cfg: EasyDict) -> str:
     model = {k: v for k, v in policy.model.items() if k != 'device'}
     if 'encoder' in model:  # how a batch is chunked and which kernels run decide no shape (old checkpoints lack both)
         model['encoder'] = {k: v for k, v in model['encoder'].items()
-                            if k not in ('length_buckets', 'attention_kernels', 'packed_attention', 'freeze')
+                            if k not in ('length_buckets', 'attention_kernels', 'packed_attention', 'deduplicate',
+                                         'freeze')
                             and not (k == 'pretrained' and v is None)}  # checkpoints before the key stay valid
     return config_fingerprint(dict(model=model,
                                    llm_model=policy.llm.prior.model_path, use_lora=policy.llm.trainer.use_lora,

@@ -100,6 +100,9 @@ class TextObservationEncoder(nn.Module):
         # autocast, no dropout while training, from-scratch layers); 'off': always the padded path; 'on': always
         # packed (elsewhere the attention is an exact block-diagonal mask, quadratic in the batch's tokens: tests).
         packed_attention="auto",
+        # (bool) On the packed path, encode each distinct observation of a batch once and share its latent (exact:
+        # training windows overlap and text games repeat observations; gradients add up over the copies).
+        deduplicate=True,
         # (str|None) None: learn from scratch with the keys above. 'minilm-l6' or a local HF directory: that
         # pretrained encoder reads the tokens (hidden_dim, num_layers, num_heads, dropout then unused); vocab_size
         # and pad_token_id must be its tokenizer's.
@@ -185,12 +188,9 @@ class TextObservationEncoder(nn.Module):
         if seq_len > self.max_seq_len:
             raise ValueError(f"Observation has {seq_len} tokens but the encoder's max_seq_len is {self.max_seq_len}")
         token_ids = token_ids.long()
-        valid = token_ids != self.pad_token_id
-        # A row of pure padding (e.g. a zero observation) would make attention softmax over nothing (NaN):
-        # let such rows attend to their first position instead (no host sync: every row's first column is or-ed).
-        valid[:, 0] |= ~valid.any(dim=1)
         if self._packs(token_ids.device):
-            return self._encode_packed(token_ids, valid)
+            return self._encode_packed(token_ids)
+        valid = self._valid_mask(token_ids)
         buckets = min(int(self.cfg.length_buckets), token_ids.shape[0] // MIN_BUCKET_ROWS)
         if buckets <= 1:
             # Drop trailing columns that are padding in every row: exact (pads are masked out of attention and
@@ -236,8 +236,24 @@ class TextObservationEncoder(nn.Module):
                 and torch.get_autocast_dtype("cuda") in (torch.bfloat16, torch.float16)
                 and not (self.training and self.cfg.dropout > 0))
 
-    def _encode_packed(self, token_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Latents of all rows with the layers run on the packed real tokens (one host sync: the token count)."""
+    def _valid_mask(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Real-token mask of ``[N, L]`` ids, with at least one position per row."""
+        valid = token_ids != self.pad_token_id
+        # A row of pure padding (e.g. a zero observation) would make attention softmax over nothing (NaN):
+        # let such rows attend to their first position instead (no host sync: every row's first column is or-ed).
+        valid[:, 0] |= ~valid.any(dim=1)
+        return valid
+
+    def _encode_packed(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Latents of all rows with the layers run on the packed real tokens of the distinct rows."""
+        inverse = None
+        if self.cfg.deduplicate:
+            token_ids, inverse = torch.unique(token_ids, dim=0, return_inverse=True)
+        latents = self._encode_tokens_packed(token_ids, self._valid_mask(token_ids))
+        return latents if inverse is None else latents[inverse]
+
+    def _encode_tokens_packed(self, token_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Latents of ``token_ids`` with the layers run on their packed real tokens (one host sync: the count)."""
         lengths = valid.sum(dim=1)
         rows, columns = valid.nonzero(as_tuple=True)  # row-major: each row's tokens contiguous, rows in order
         bounds = torch.nn.functional.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))

@@ -88,7 +88,8 @@ class TextUniZeroModel(UniZeroModel):
         # pretrained: None (learned from scratch) or 'minilm-l6' / a local HF dir (then the observation tokenizer is
         # that encoder's: priorzero_config derives env.tokenizer_path); freeze: keep the pretrained weights fixed.
         encoder=dict(hidden_dim=128, num_layers=1, num_heads=4, dropout=0.0, length_buckets=4,
-                     attention_kernels='no_cudnn', packed_attention='auto', pretrained=None, freeze=True),
+                     attention_kernels='no_cudnn', packed_attention='auto', deduplicate=True, pretrained=None,
+                     freeze=True),
     )
 
     @classmethod

@@ -75,14 +75,32 @@ def _packed_pair(width: int, dropout: float = 0.0) -> tuple[TextObservationEncod
     return padded, packed
 
 
+def _spy_packed_passes(encoder: TextObservationEncoder) -> list[torch.Size]:
+    """Record the token shape of every packed pass of ``encoder`` (after deduplication)."""
+    calls = []
+    original = encoder._encode_tokens_packed
+    encoder._encode_tokens_packed = lambda *args: calls.append(args[0].shape) or original(*args)
+    return calls
+
+
 def test_packed_attention_gives_the_same_latents_and_gradients():
     padded, packed = _packed_pair(width=40)
     tokens = _uneven_tokens(4 * MIN_BUCKET_ROWS + 5, 40)  # bucketed on the padded side, one all-padding row
-    calls = []
-    original = packed._encode_packed
-    packed._encode_packed = lambda *args: calls.append(args[0].shape) or original(*args)
+    calls = _spy_packed_passes(packed)
     _assert_same_latents_and_gradients(padded, packed, tokens)
     assert calls == [tokens.shape]  # the whole batch in one packed pass, never the padded chunks
+
+
+def test_packed_path_encodes_each_distinct_observation_once_with_the_same_result():
+    padded, packed = _packed_pair(width=40)
+    distinct = _uneven_tokens(20, 40)
+    tokens = distinct[torch.tensor([0, 1, 2, 0, 3, 3, 3] + list(range(4, 20)) + [19, 1])]  # repeats, out of order
+    calls = _spy_packed_passes(packed)
+    _assert_same_latents_and_gradients(padded, packed, tokens)  # gradients of the copies add up as if encoded apart
+    assert calls == [distinct.shape]
+    packed.cfg.deduplicate = False
+    packed(tokens)
+    assert calls[-1] == tokens.shape
 
 
 def test_packed_attention_auto_keeps_the_padded_path_on_cpu_and_with_dropout():
