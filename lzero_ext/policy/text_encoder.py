@@ -12,15 +12,16 @@ by length without changing the result beyond rounding: with ``length_buckets`` >
 row. Text-game observations vary a lot in length (detective: about 190 tokens on average, some cut at 512), so
 the training batch (batch x unroll steps rows) does far less padding work; small batches (search) are one chunk.
 
-Packed attention (``packed_attention``, CUDA): the real tokens of all rows are packed into one sequence and the layers
-run on it with flash attention over variable-length segments (``torch.nn.attention.varlen``), so no work is spent on
-padding and the whole batch is one pass. The same parameters and the same function as the padded path (exact up to
-rounding); the padded path below stays for the CPU, fp32 and dropout.
+Packed attention (``packed_attention``, CUDA): the real tokens of all rows are packed into one sequence and the
+layers run on it with flash attention over variable-length segments (``torch.nn.attention.varlen``), so no work is
+spent on padding, the whole batch is one pass, and each distinct row is encoded once (``deduplicate``). The same
+parameters and the same function as the padded path (exact up to rounding); the padded path below stays for the CPU,
+fp32 and dropout.
 
-Attention kernels (padded path): the padding mask rules out the flash kernel, and on Hopper PyTorch then prefers cuDNN's fused
-attention, which builds an execution plan for every new (rows, length) shape; with length-bucketed chunks nearly
-every call is a new shape. ``attention_kernels='no_cudnn'`` (default) keeps PyTorch's other kernels (memory-efficient,
-then math) for the encoder's layers; 'auto' leaves the choice to PyTorch.
+Attention kernels (padded path): the padding mask rules out the flash kernel, and on Hopper PyTorch then prefers
+cuDNN's fused attention, which builds an execution plan for every new (rows, length) shape; with length-bucketed
+chunks nearly every call is a new shape. ``attention_kernels='no_cudnn'`` (default) keeps PyTorch's other kernels
+(memory-efficient, then math) for the encoder's layers; 'auto' leaves the choice to PyTorch.
 """
 from __future__ import annotations
 
@@ -38,6 +39,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from lzero.model.common import SimNorm
 
 from lzero_ext.utils.config import merge_strict
+
+try:  # flash attention over variable-length segments (PyTorch >= 2.9); without it the packed path is not taken
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:
+    varlen_attn = None
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +237,7 @@ class TextObservationEncoder(nn.Module):
         mode = self.cfg.packed_attention
         if mode != "auto" or self.layers is None:
             return mode == "on" and self.layers is not None
-        return (device.type == "cuda" and _varlen_attn() is not None
+        return (device.type == "cuda" and varlen_attn is not None
                 and torch.is_autocast_enabled("cuda")
                 and torch.get_autocast_dtype("cuda") in (torch.bfloat16, torch.float16)
                 and not (self.training and self.cfg.dropout > 0))
@@ -297,15 +303,6 @@ def _validate_encoder_config(cfg: EasyDict) -> None:
                          f"got {cfg.attention_kernels!r}")
 
 
-def _varlen_attn():
-    """PyTorch's flash variable-length attention, or None where this PyTorch lacks it."""
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return None
-    return varlen_attn
-
-
 def _packed_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, bounds: torch.Tensor,
                   longest: int) -> torch.Tensor:
     """``layer`` (pre-norm, batch-first) on packed tokens ``[T, hidden]`` whose rows are the segments ``bounds``."""
@@ -313,8 +310,8 @@ def _packed_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, bounds: to
     tokens, width = x.shape
     qkv = torch.nn.functional.linear(layer.norm1(x), attn.in_proj_weight, attn.in_proj_bias)
     q, k, v = qkv.view(tokens, 3, attn.num_heads, width // attn.num_heads).unbind(1)
-    if x.is_cuda and _varlen_attn() is not None and q.dtype in (torch.bfloat16, torch.float16):
-        out = _varlen_attn()(q, k, v, bounds, bounds, longest, longest)
+    if x.is_cuda and varlen_attn is not None and q.dtype in (torch.bfloat16, torch.float16):
+        out = varlen_attn(q, k, v, bounds, bounds, longest, longest)
     else:
         out = _block_diagonal_attention(q, k, v, bounds)
     x = x + layer.dropout1(attn.out_proj(out.reshape(tokens, width)))
