@@ -86,6 +86,8 @@ QUICK = dict(games=["default"], seeds=[0], env_steps=960, eval_every=320)
 SAMPLED_METRIC = f"evals/t{SAMPLED_T:g}/reward_mean"  # the evaluator's key for it in metrics.jsonl
 TRAIN_METRIC = "collect/return_last100"  # the loop's mean return of the last 100 training episodes
 FULL = dict(games=["default", "detective.z5", "zork1.z5"], seeds=[0, 1, 2], env_steps=20000, eval_every=2000)
+FINISHED_MARKER = "finished.json"  # in a run's exp dir once it exits cleanly: its budget, so --resume skips it
+STOP_GRACE_S = 25  # after SIGTERM at the deadline, seconds a run gets to write its checkpoint before it is killed
 
 
 # ---------------------------------------------------------------------------------------------- shared protocol
@@ -143,12 +145,13 @@ def method_overrides(method: str) -> dict:
 
 
 def priorzero_overrides(args: argparse.Namespace, n_steps: int, method: str = "priorzero") -> dict:
-    """Budget and evaluation in iterations of ``n_steps`` env steps; no periodic checkpoints, no LLM export; the
-    protocol and the method's own keys; then ``--priorzero-override``."""
+    """Budget and evaluation in iterations of ``n_steps`` env steps; no LLM export; checkpoints (with the buffer) at
+    every evaluation only with ``--resume``; the protocol and the method's own keys; then ``--priorzero-override``."""
     from lzero_ext.utils.config import deep_merge
 
     overrides: dict[str, Any] = dict(train=dict(max_iter=args.env_steps // n_steps, eval_freq=args.eval_every // n_steps,
-                                                save_freq=0, export_llm=False, save_buffer=False),
+                                                save_freq=args.eval_every // n_steps if args.resume else 0,
+                                                export_llm=False, save_buffer=bool(args.resume)),
                                      policy=dict(eval=dict(evaluator=dict(extra_temperatures=[SAMPLED_T]))))
     overrides = deep_merge(deep_merge(protocol_overrides(args), overrides), method_overrides(method))
     if args.priorzero_override:  # a variant to benchmark: the user's keys last, so they win
@@ -185,6 +188,8 @@ def child_command(args: argparse.Namespace, method: str, game: str, seed: int, e
                    json.dumps(priorzero_overrides(args, n_steps, method))]
         if llm_path is not None and method != "priorzero_wm_only":
             command += ["--llm-path", llm_path]
+        if args.resume:
+            command += ["--resume", "auto"]
         return command + ([] if args.full else ["--debug"])
     command = [sys.executable, str(Path(__file__).resolve()), "--_child", method, "--_game", game, "--_seed", str(seed),
                "--_exp", str(exp), "--device", device, "--env-steps", str(args.env_steps),
@@ -428,17 +433,19 @@ def read_points(method: str, game: str, seed: int, exp: Path, started: float) ->
     def get(row: dict, key: str) -> float | None:
         return float(row[key]) if key in row else None
 
-    points, train_return = [], None
-    for row in sorted(read_metrics(exp / "log"), key=lambda r: r["step"]):  # stable: file order within a step
+    rows = sorted(read_metrics(exp / "log"), key=lambda r: r["step"])  # stable: file order within a step
+    started = min([started] + [row["time"] for row in rows])  # a resumed run: wall time from its first call
+    points, train_return = {}, None
+    for row in rows:
         if TRAIN_METRIC in row:  # the training return logged up to this env step
             train_return = float(row[TRAIN_METRIC])
-        if "evals/reward_mean" in row:
-            points.append(Point(method, game, seed, int(row["step"]), row["time"] - started,
-                                float(row["evals/reward_mean"]), sampled_return=get(row, SAMPLED_METRIC),
-                                score=get(row, "evals/score_mean"),
-                                sampled_score=get(row, SAMPLED_METRIC.replace("reward_mean", "score_mean")),
-                                train_return=train_return))
-    return points
+        if "evals/reward_mean" in row:  # a step evaluated twice (a finished run continued to a larger budget): last
+            step = int(row["step"])
+            points[step] = Point(method, game, seed, step, row["time"] - started, float(row["evals/reward_mean"]),
+                                 sampled_return=get(row, SAMPLED_METRIC), score=get(row, "evals/score_mean"),
+                                 sampled_score=get(row, SAMPLED_METRIC.replace("reward_mean", "score_mean")),
+                                 train_return=train_return)
+    return list(points.values())
 
 
 def read_unizero_points(game: str, seed: int, log_dir: Path, started: float) -> list[Point]:
@@ -545,6 +552,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--deadline", type=float, default=None,
                         help="seconds for the whole benchmark: runs still going then are ended and reported with the "
                              "evaluations they reached (a machine's command limit); runs not started are left out")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an invocation with the same --out that a --deadline (a machine's command limit) "
+                             "cut short: PriorZero runs checkpoint at every evaluation (buffer included) and go on "
+                             "from their last checkpoint; finished runs are read back, not rerun; the other methods "
+                             "restart")
     parser.add_argument("--priorzero-override", default=None, metavar="JSON",
                         help="config override (JSON, strict keys) for the PriorZero methods (llm_only included): a "
                              "variant, compared in its own table (--merge refuses to mix it with runs of the same "
@@ -587,30 +599,52 @@ def run_child(args: argparse.Namespace, method: str, game: str, seed: int, n_ste
     """One (method, game, seed) run in its own exp dir; its evaluation points and, if it failed, why."""
     exp = Path(args.out) / method / Path(game_label(game).split()[0]).name / f"seed{seed}"
     exp.mkdir(parents=True, exist_ok=True)
-    command = child_command(args, method, game, seed, exp, n_steps)
     encoder = args.encoders.get(method, "")  # labels do not depend on the game: set once by main
-    print(f"[learning] start {method} {game_label(game)} seed {seed}: {exp}", flush=True)
     started = time.time()
+    finished = exp / FINISHED_MARKER
+    if args.resume and finished.is_file() and json.loads(finished.read_text())["env_steps"] >= args.env_steps:
+        print(f"[learning] finished before, read back: {method} {game_label(game)} seed {seed}", flush=True)
+        return _labelled(read_points(method, game, seed, exp, started), args, encoder), None
+    command = child_command(args, method, game, seed, exp, n_steps)
+    print(f"[learning] start {method} {game_label(game)} seed {seed}: {exp}", flush=True)
     limits = [t for t in (args.timeout, None if args.deadline is None else args.ends_at - started) if t is not None]
     if limits and min(limits) <= 0:
         return [], "not started: --deadline reached"
-    with open(exp / "child.log", "w") as log:
-        try:
-            # cwd = the exp dir: every child imports the installed package, as bench scripts do; every method gets
-            # the same thread count (the CPU is the shared resource being compared)
-            rc = subprocess.run(command, cwd=exp, stdout=log, stderr=subprocess.STDOUT,
-                                timeout=min(limits) if limits else None, env=threads_env(args.threads)).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
-    got = read_points(method, game, seed, exp, started)
-    for point in got:
-        point.machine, point.encoder = args.machine, encoder
+    # cwd = the exp dir: every child imports the installed package, as bench scripts do; every method gets the same
+    # thread count (the CPU is the shared resource being compared); a resumed run appends to its log
+    with open(exp / "child.log", "a" if args.resume else "w") as log:
+        rc = run_limited(command, exp, log, min(limits) if limits else None, threads_env(args.threads))
+    if rc == 0:
+        finished.write_text(json.dumps({"env_steps": args.env_steps}))
+    got = _labelled(read_points(method, game, seed, exp, started), args, encoder)
     print(f"[learning] done {method} {game_label(game)} seed {seed}: exit {rc}, {len(got)} evaluation points, "
           f"{time.time() - started:.0f} s", flush=True)
     if rc == 0:
         return got, None
     tail = (exp / "child.log").read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
     return got, f"exit {rc}: {tail[0][:120]} (see {exp / 'child.log'})"
+
+
+def _labelled(points: list[Point], args: argparse.Namespace, encoder: str) -> list[Point]:
+    for point in points:
+        point.machine, point.encoder = args.machine, encoder
+    return points
+
+
+def run_limited(command: list[str], cwd: Path, log, limit: float | None, env: dict[str, str]) -> int | str:
+    """Run ``command``; past ``limit`` seconds ask it to stop (SIGTERM: a PriorZero run finishes its phase and writes
+    a checkpoint), then kill it after ``STOP_GRACE_S``. Its exit code, or 'timeout'."""
+    child = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        return child.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        child.terminate()
+        try:
+            child.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        return "timeout"
 
 
 def unizero_unavailable() -> str | None:

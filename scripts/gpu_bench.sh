@@ -17,6 +17,8 @@
 #         bash scripts/gpu_bench.sh learning --device cuda random=cpu --llm-path smollm2-135m-jericho \
 #             --base-llm-path smollm2-135m --max-steps 100 --games detective.z5 \
 #             --seeds 0 1 2 --env-steps 1536 --eval-every 512 --eval-episodes 2 --jobs 16
+#       Add --resume to run a larger budget over consecutive calls of a warm machine: the same command again
+#       continues every unfinished run from its last checkpoint in LEARN_DIR (/tmp, kept while the machine is warm).
 #   bash scripts/gpu_bench.sh compare [NAME[:SECONDS[:ITERS]] ...]  # the speed anchor, LLM variant only, once per
 #       named setting (default: new async baseline), each run killed (process group) after SECONDS (default 180):
 #       speed_NAME.log each (its table at the end), compare.md with the main rates. Names:

@@ -165,3 +165,55 @@ def test_scores_and_training_returns_are_read_back_and_kept_in_the_csv(learning,
     assert rows[0][4] == "12.00" and rows[0][5] == "0.50" and rows[0][10] == "from scratch (64 wide, 0 layers)"
     learning.plot(learning.by_run(back), [game], ["priorzero"], tmp_path / "learning.png")
     assert (tmp_path / "learning.png").stat().st_size > 0
+
+
+def test_resume_checkpoints_at_every_evaluation_and_continues_from_the_last(learning, tmp_path):
+    for args, resume in ((_args(learning), False), (_args(learning, "--resume"), True)):
+        train = learning.priorzero_overrides(args, 32, "priorzero")["train"]
+        assert (train["save_freq"], train["save_buffer"]) == ((1, True) if resume else (0, False))  # every 32 steps
+        command = learning.child_command(args, "priorzero", "default", 0, tmp_path, n_steps=32)
+        assert (_option(command, "--resume") == "auto") == resume
+
+
+def test_a_cut_run_is_asked_to_stop_and_a_finished_one_is_read_back_not_rerun(learning, tmp_path, monkeypatch):
+    import sys
+
+    args = _args(learning, "--resume", "--out", str(tmp_path))
+    args.machine, args.timeout, args.ends_at = "test machine", 4.0, None  # time for the child to set its handler
+    exp = tmp_path / "priorzero" / learning.game_label("default").split()[0] / "seed0"
+    slow = ("import pathlib, signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path('stopped').write_text('1'), sys.exit(3)))\n"
+            "time.sleep(60)\n")
+    monkeypatch.setattr(learning, "child_command", lambda *a: [sys.executable, "-c", slow])
+    points, failure = learning.run_child(args, "priorzero", "default", 0, n_steps=32)
+    assert points == [] and failure.startswith("exit timeout")
+    assert (exp / "stopped").is_file()  # SIGTERM first: a PriorZero run writes its checkpoint then
+    assert not (exp / learning.FINISHED_MARKER).exists()
+
+    quick = ("from lzero_ext.utils.metrics import MetricsLogger\n"
+             "logger = MetricsLogger('log'); logger.log({'evals/reward_mean': 1.5}, 64); logger.close()\n")
+    monkeypatch.setattr(learning, "child_command", lambda *a: [sys.executable, "-c", quick])
+    points, failure = learning.run_child(args, "priorzero", "default", 0, n_steps=32)
+    assert failure is None and [(p.env_steps, p.eval_return) for p in points] == [(64, 1.5)]
+
+    def never(*_):
+        raise AssertionError("a finished run was launched again")
+
+    monkeypatch.setattr(learning, "child_command", never)
+    again, failure = learning.run_child(args, "priorzero", "default", 0, n_steps=32)
+    assert failure is None and [(p.env_steps, p.eval_return, p.machine) for p in again] == [(64, 1.5, "test machine")]
+    args.env_steps = 128  # a larger budget: the run must go on
+    with pytest.raises(AssertionError, match="launched again"):
+        learning.run_child(args, "priorzero", "default", 0, n_steps=32)
+
+
+def test_a_step_evaluated_twice_keeps_its_last_evaluation(learning, tmp_path):
+    from lzero_ext.utils.metrics import MetricsLogger
+
+    logger = MetricsLogger(tmp_path / "log")
+    logger.log({"evals/reward_mean": 1.0}, 64)  # a finished run's final evaluation ...
+    logger.log({"evals/reward_mean": 2.0}, 64)  # ... and the same step again when it is continued
+    logger.log({"evals/reward_mean": 3.0}, 96)
+    logger.close()
+    got = learning.read_points("priorzero", "default", 0, tmp_path, started=0.0)
+    assert [(p.env_steps, p.eval_return) for p in got] == [(64, 2.0), (96, 3.0)]
