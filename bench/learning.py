@@ -626,6 +626,7 @@ def run_child(args: argparse.Namespace, method: str, game: str, seed: int, n_ste
 
 
 def _labelled(points: list[Point], args: argparse.Namespace, encoder: str) -> list[Point]:
+    """``points`` stamped with where they ran and the method's encoder (the CSV's labels)."""
     for point in points:
         point.machine, point.encoder = args.machine, encoder
     return points
