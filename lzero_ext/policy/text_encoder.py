@@ -259,7 +259,8 @@ class TextObservationEncoder(nn.Module):
         return latents if inverse is None else latents[inverse]
 
     def _encode_tokens_packed(self, token_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Latents of ``token_ids`` with the layers run on their packed real tokens (one host sync: the count)."""
+        """Latents of ``token_ids`` with the layers run on their packed real tokens (host syncs: the token positions
+        and the longest row, which flash attention needs on the host)."""
         lengths = valid.sum(dim=1)
         rows, columns = valid.nonzero(as_tuple=True)  # row-major: each row's tokens contiguous, rows in order
         bounds = torch.nn.functional.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
