@@ -9,7 +9,7 @@ import pytest
 
 from lzero_ext.llm.types import Turn
 from zoo.jericho.priorzero.game_splits import EVAL_GAMES, TRAIN_GAMES, EvalGameError, check_train_games
-from zoo.jericho.priorzero.pretrain_prior import pretrain, to_sample
+from zoo.jericho.priorzero.pretrain_prior import _WeightAverage, pretrain, spread, to_sample
 from zoo.jericho.priorzero.walkthrough_states import WalkthroughState
 
 
@@ -141,3 +141,45 @@ def test_the_shipped_prior_resolves_by_name_without_importing_the_config(tmp_pat
             "print(is_preset_name('smollm2-135m-jericho'), 'zoo.jericho.priorzero.priorzero_config' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
     assert result.stdout.split() == ["True", "False"]
+
+
+def test_held_out_games_are_capped_by_evenly_spaced_states() -> None:
+    states = [_state("curses", step, ("a", "b"), (0,)) for step in range(10)]
+    assert [s.step for s in spread(states, 4)] == [0, 3, 6, 9]
+    assert spread(states, None) == states and spread(states[:3], 4) == states[:3]
+
+
+def test_weight_average_follows_the_decay_and_swaps_back() -> None:
+    import torch
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    model.weight.data.fill_(0.0)
+    average = _WeightAverage(model, decay=0.9)
+    expected = 0.0
+    for step, value in enumerate([1.0, 2.0, 3.0, 4.0, 5.0, 6.0] + [7.0] * 40, start=1):
+        model.weight.data.fill_(value)
+        average.update(step)
+        decay = min(0.9, (1 + step) / (10 + step))  # the warm-up, then the decay itself
+        expected = decay * expected + (1 - decay) * value
+    assert torch.allclose(average.average[0], torch.full((1, 2), expected))
+    with average.applied():
+        assert torch.allclose(model.weight, torch.full((1, 2), expected))
+    assert torch.equal(model.weight, torch.full((1, 2), 7.0))
+
+
+def test_pretraining_with_weight_average_saves_the_averaged_adapter(tmp_path, tiny_model_dir) -> None:
+    """Same run with and without the average: the held-out game is helped by training, so the last step is saved in
+    both; the averaged adapter still carries the early (near-zero) weights, so its lora_B is smaller."""
+    from safetensors.torch import load_file
+
+    states = {game: [_state(game, 0, ("take key", "sing"), (0,))] for game in ("curses", "zork2", "advent")}
+    norms = {}
+    for decay in (0.0, 0.9):
+        out = tmp_path / f"avg{decay}"
+        record = pretrain(dict(llm_path=str(tiny_model_dir), device="cpu", steps=6, batch_states=2, micro_batch_size=2,
+                               lr=3e-3, warmup_steps=0, heldout_games=1, eval_every=6, max_prompt_tokens=256,
+                               weight_average=decay, out=str(out)), states_by_game=states)
+        assert record["saved_step"] == 6 and record["config"]["weight_average"] == decay
+        tensors = load_file(out / "adapter" / "adapter_model.safetensors")
+        norms[decay] = sum(float(v.float().norm()) for k, v in tensors.items() if "lora_B" in k)
+    assert 0.0 < norms[0.9] < norms[0.0]
