@@ -104,7 +104,7 @@ class LLMPrior(abc.ABC):
         for index, request in enumerate(requests):
             if len(request.candidates) == 0:
                 raise ValueError(f"PriorRequest {index} has an empty candidate list; there is nothing to score")
-        prompts = [self.prompt_builder.build(r.history, r.observation, r.candidates) for r in requests]
+        prompts = self.prompt_builder.build_batch([(r.history, r.observation, r.candidates) for r in requests])
         keys = [(prompt, tuple(r.candidates)) for prompt, r in zip(prompts, requests)]
         missing = list(dict.fromkeys(key for key in keys if key not in self._cache))
         if missing:
@@ -204,11 +204,13 @@ class TransformersPrior(LLMPrior):
         self.cfg.micro_batch_states = states
 
     def _score(self, prompts: list[str], candidates: list[list[str]]) -> list[torch.Tensor]:
+        prompt_ids = self.prompt_builder.token_ids(prompts)  # counted while building: not tokenised again
+
         def run(compiled: bool) -> list[torch.Tensor]:
             return score_candidates(
                 self.model, self.tokenizer, prompts, candidates, self.cfg.score_rule, **self._content_free_args(candidates),
                 append_eos=self.cfg.append_eos, mode=self.scoring_mode,
-                max_states_per_forward=self.cfg.micro_batch_states, compiled=compiled,
+                max_states_per_forward=self.cfg.micro_batch_states, compiled=compiled, prompt_ids=prompt_ids,
             )
 
         on_cuda = self.model.get_input_embeddings().weight.is_cuda

@@ -138,9 +138,12 @@ class _PackedLayout:
 
 
 def tokenize_for_scoring(
-    tokenizer, prompts: Sequence[str], candidates: Sequence[Sequence[str]], append_eos: bool = True
+    tokenizer, prompts: Sequence[str], candidates: Sequence[Sequence[str]], append_eos: bool = True,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
 ) -> tuple[list[list[int]], list[list[list[int]]]]:
     """Token ids of prompts (with the tokenizer's special tokens) and of each candidate on its own.
+
+    ``prompt_ids``, when given, are the prompts' ids already (e.g. :meth:`PromptBuilder.token_ids`): not recomputed.
 
     Candidates are tokenised separately so their tokens do not merge with the prompt's; with ``append_eos`` each
     candidate ends with the EOS token, so a candidate that is a prefix of another does not inherit its probability.
@@ -152,7 +155,11 @@ def tokenize_for_scoring(
             raise ValueError(f"State {index} has an empty candidate list; there is nothing to score")
     if append_eos and tokenizer.eos_token_id is None:
         raise ValueError("append_eos=True needs a tokenizer with an eos_token")
-    prompt_ids = [list(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+    if prompt_ids is None:
+        prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    elif len(prompt_ids) != len(prompts):
+        raise ValueError(f"Got {len(prompt_ids)} prompt id lists for {len(prompts)} prompts")
+    prompt_ids = [list(ids) for ids in prompt_ids]
     flat = [text for state_candidates in candidates for text in state_candidates]
     flat_ids = tokenizer(flat, add_special_tokens=False)["input_ids"]
     suffix = [tokenizer.eos_token_id] if append_eos else []
@@ -211,13 +218,15 @@ def score_candidates(
     mode: str = "prefix_cache",
     max_states_per_forward: int | None = None,
     compiled: bool = False,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
 ) -> list[torch.Tensor]:
     """Per state, an fp32 tensor [K] of candidate scores under ``score_rule``, with gradients if grad mode is on.
 
     ``'pmi'`` needs each state's ``content_free_prompts`` (see :meth:`PromptBuilder.content_free_prompt`);
-    ``calibration`` caches their terms across calls (the caller syncs it to the weights version).
+    ``calibration`` caches their terms across calls (the caller syncs it to the weights version). ``prompt_ids``:
+    the prompts' token ids when the caller has them (see :func:`tokenize_for_scoring`).
     """
-    prompt_ids, candidate_ids = tokenize_for_scoring(tokenizer, prompts, candidates, append_eos)
+    prompt_ids, candidate_ids = tokenize_for_scoring(tokenizer, prompts, candidates, append_eos, prompt_ids)
     return score_candidate_ids(
         model, prompt_ids, candidate_ids, score_rule,
         content_free_ids=content_free_prompt_ids(tokenizer, content_free_prompts), calibration=calibration, mode=mode,

@@ -320,7 +320,7 @@ class LLMTrainer:
                                calibration=cache)
         scores = score_candidates(
             model, self.tokenizer, prompts, candidates, self.cfg.score_rule, **calibration,
-            append_eos=self.cfg.append_eos, mode=self.scoring_mode,
+            append_eos=self.cfg.append_eos, mode=self.scoring_mode, prompt_ids=self.prompt_builder.token_ids(prompts),
         )
         return [torch.log_softmax(s / self.cfg.temperature, dim=0) for s in scores]
 
@@ -337,7 +337,7 @@ class LLMTrainer:
         self, samples: Sequence[LLMSample], advantages: np.ndarray
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean loss of the micro-batch and the per-term sums (for sample-weighted logging)."""
-        prompts = [self.prompt_builder.build(s.history, s.observation, s.candidates) for s in samples]
+        prompts = self.prompt_builder.build_batch([(s.history, s.observation, s.candidates) for s in samples])
         candidates = [list(s.candidates) for s in samples]
         reference = self._reference_logprobs(prompts, candidates)
         policy = self._candidate_logprobs(self.model, prompts, candidates)

@@ -61,3 +61,56 @@ def test_empty_candidates_and_bad_settings_are_rejected(tiny_tokenizer):
         PromptBuilder(tiny_tokenizer, 512, 4).build([], OBSERVATION, [])
     with pytest.raises(ValueError, match="max_prompt_tokens"):
         PromptBuilder(tiny_tokenizer, 0, 4)
+
+
+def test_build_batch_equals_one_at_a_time_truncation_with_one_tokenizer_call_per_round(tiny_tokenizer):
+    """Mixed states under a budget that fits 2 turns: each prompt is what dropping its oldest turns one at a time until
+    it fits gives (rendered and counted here by hand), and counting takes one tokenizer call per round of drops."""
+    builder = PromptBuilder(tiny_tokenizer, 4096, 10)
+    budget = builder.count_tokens(builder.build(_history(10)[-2:], OBSERVATION, CANDIDATES))
+    tight = PromptBuilder(tiny_tokenizer, budget, 10)
+    states = [(_history(n), f"{OBSERVATION} ({n})", CANDIDATES[: 1 + n % 3]) for n in (0, 1, 2, 5, 10, 3)]
+
+    def one_at_a_time(history, observation, candidates):
+        turns = history[-10:]
+        for dropped in range(len(turns) + 1):
+            prompt = tight._render(turns[dropped:], observation, candidates)  # noqa: SLF001
+            if len(tiny_tokenizer(prompt)["input_ids"]) <= budget:
+                return prompt
+        raise AssertionError("no prompt fits")
+
+    calls = []
+    real_tokenizer = tight.tokenizer
+
+    class CountingTokenizer:
+        def __getattr__(self, name):
+            return getattr(real_tokenizer, name)
+
+        def __call__(self, texts, **kwargs):
+            calls.append(len(texts))
+            return real_tokenizer(texts, **kwargs)
+
+    tight.tokenizer = CountingTokenizer()
+    prompts = tight.build_batch(states)
+    assert prompts == [one_at_a_time(*state) for state in states]
+    assert calls[0] == len(states) and len(calls) == 1 + 10 - 2  # the 10-turn state needs 8 more rounds
+    assert "go door 9" in prompts[4] and "go door 7" not in prompts[4]
+    with pytest.raises(PromptTooLongError, match="max_prompt_tokens=20"):
+        PromptBuilder(tiny_tokenizer, 20, 4).build_batch([([], OBSERVATION, CANDIDATES), states[0]])
+
+
+def test_token_ids_reuse_the_last_batch_and_match_the_scorers_tokenisation(tiny_tokenizer):
+    from lzero_ext.llm.scoring import tokenize_for_scoring
+
+    builder = PromptBuilder(tiny_tokenizer, 512, 4)
+    prompts = builder.build_batch([(_history(2), OBSERVATION, CANDIDATES), ([], OBSERVATION, CANDIDATES[:1])])
+    other = builder.content_free_prompt(CANDIDATES)  # never built: tokenised on demand
+    expected, _ = tokenize_for_scoring(tiny_tokenizer, prompts + [other], [CANDIDATES] * 3)
+    builder.tokenizer = None  # the built prompts' ids must come from the last build_batch, not a new tokenizer call
+    assert builder.token_ids(prompts) == expected[:2]
+    builder.tokenizer = tiny_tokenizer
+    assert builder.token_ids([prompts[1], other, prompts[0]]) == [expected[1], expected[2], expected[0]]
+    given, _ = tokenize_for_scoring(tiny_tokenizer, prompts, [CANDIDATES] * 2, prompt_ids=expected[:2])
+    assert given == expected[:2]
+    with pytest.raises(ValueError, match="1 prompt id lists for 2 prompts"):
+        tokenize_for_scoring(tiny_tokenizer, prompts, [CANDIDATES] * 2, prompt_ids=expected[:1])

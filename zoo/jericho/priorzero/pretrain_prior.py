@@ -139,7 +139,7 @@ def evaluate(trainer, states: list[WalkthroughState]) -> dict[str, float]:
     with torch.no_grad(), scoring_autocast(trainer.model):  # the trainer's own bf16 rule
         for start in range(0, len(states), trainer.cfg.micro_batch_size):
             chunk = states[start:start + trainer.cfg.micro_batch_size]
-            prompts = [trainer.prompt_builder.build(s.history, s.observation, s.candidates) for s in chunk]
+            prompts = trainer.prompt_builder.build_batch([(s.history, s.observation, s.candidates) for s in chunk])
             logqs = trainer._candidate_logprobs(trainer.model, prompts, [list(s.candidates) for s in chunk])  # noqa: SLF001
             for state, logq in zip(chunk, logqs):
                 logq = logq.float().cpu().numpy()
