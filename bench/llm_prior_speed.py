@@ -1,7 +1,8 @@
 """LLM prior speed: shared-prefix vs naive candidate scoring, and LLM trainer throughput.
 
 CPU (default): the tiny default model, scoring and ``LLMTrainer.train_step`` samples/s.
-GPU: ``--device cuda --shape qwen2.5-0.5b qwen2.5-1.5b``: random-initialised bf16 models with those shapes, prompts
+GPU: ``--device cuda --shape qwen2.5-0.5b qwen2.5-1.5b smollm2-135m``: random-initialised bf16 models with those
+shapes (``smollm2-135m``: the llama shape of the shipped prior, to see how many states per call it needs), prompts
 of 512 and 1024 tokens, 20 candidates of 3-8 tokens, 8 and 32 states per batch; reports achieved TFLOP/s against the
 card's dense bf16 peak. The GPU path imports only torch/transformers/numpy and ``lzero_ext.llm.scoring`` (no
 DI-engine, lightzero or easydict), so it runs where only those are installed:
@@ -48,7 +49,26 @@ SHAPES = {
                          num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
     "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
                          num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    # SmolLM2-135M (llama; the config of the smollm2-135m preset): the prior the project ships, narrow and deep.
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, rope_theta=1e5),
 }
+ARCHITECTURES = {"smollm2-135m": (transformers.LlamaConfig, transformers.LlamaForCausalLM)}  # the rest: Qwen2
+
+
+def shape_config(shape: str, **changes) -> "transformers.PretrainedConfig":
+    """The shape's config (its architecture's class), sdpa attention, with ``changes`` applied."""
+    config_class, _ = ARCHITECTURES.get(shape, (transformers.Qwen2Config, transformers.Qwen2ForCausalLM))
+    config = config_class(**{"max_position_embeddings": 4096, "rope_theta": 1e6, **SHAPES[shape], **changes})
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def shape_model(shape: str, config) -> torch.nn.Module:
+    _, model_class = ARCHITECTURES.get(shape, (transformers.Qwen2Config, transformers.Qwen2ForCausalLM))
+    return model_class(config)
+
+
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM
 
 
@@ -66,13 +86,12 @@ class Row:
 
 
 def build_random_model(shape: str, device: torch.device) -> torch.nn.Module:
-    config = transformers.Qwen2Config(max_position_embeddings=4096, rope_theta=1e6, **SHAPES[shape])
-    config._attn_implementation = "sdpa"
+    config = shape_config(shape)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
     try:
         with torch.device(device):
-            model = transformers.Qwen2ForCausalLM(config)
+            model = shape_model(shape, config)
     finally:
         torch.set_default_dtype(previous)
     return model.eval()
@@ -210,10 +229,9 @@ def bench_trainer_cpu(args) -> list[Row]:
 
 def agreement_check(shape: str, device: torch.device, rng) -> str:
     """fp32 max |shared - naive| of summed log-probs on a 2-layer model with the shape's widths."""
-    config = transformers.Qwen2Config(max_position_embeddings=4096, **{**SHAPES[shape], "num_hidden_layers": 2})
-    config._attn_implementation = "sdpa"
+    config = shape_config(shape, num_hidden_layers=2)
     with torch.device(device):
-        model = transformers.Qwen2ForCausalLM(config).eval()
+        model = shape_model(shape, config).eval()
     prompts, cands = make_batch(rng, config.vocab_size, 4, 512, 20)
     with torch.inference_mode():
         naive = naive_score_candidate_ids(model, prompts, cands)
