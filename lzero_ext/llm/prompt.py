@@ -91,10 +91,10 @@ class PromptBuilder:
     def build_batch(self, states: Sequence[tuple[Sequence[Turn], str, Sequence[str]]]) -> list[str]:
         """:meth:`build` for many ``(history, observation, candidates)`` states, the same prompts.
 
-        Why batched: counting a prompt's tokens is most of the host's cost of scoring a state, and one tokenizer call
-        over all prompts (Rust's batch encode) costs less than a third of one call per prompt (2-core VM, SmolLM2's
-        tokenizer, 860-token prompts: 1.3 vs 3.2 ms per state). A prompt over budget is rendered again with one turn
-        fewer, in the next round, together with the others still over budget.
+        Why batched: counting a prompt's tokens is most of the host's cost of building it, and one tokenizer call over
+        all prompts (Rust's batch encode) costs about half of one call per prompt (``bench/prompt_speed.py``, 2-core
+        VM, SmolLM2's tokenizer, 800-token prompts: 0.9 vs 1.6 ms per state). A prompt over budget is rendered again
+        with one turn fewer, in the next round, together with the others still over budget.
         """
         turns, observations, candidate_lists = [], [], []
         for history, observation, candidates in states:

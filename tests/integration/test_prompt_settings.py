@@ -20,14 +20,15 @@ def test_trainer_prompts_equal_the_prior_prompts_with_long_histories(tiny_config
         policy = trainer.policy
         scored: dict[tuple[str, tuple[str, ...]], set[str]] = {}
         builder = policy.llm_prior.prompt_builder
-        original = builder.build
+        original = builder.build_batch
 
-        def recording_build(history, observation, candidates):
-            prompt = original(history, observation, candidates)
-            scored.setdefault((observation, tuple(candidates)), set()).add(prompt)
-            return prompt
+        def recording_build_batch(states):
+            prompts = original(states)
+            for (_, observation, candidates), prompt in zip(states, prompts):
+                scored.setdefault((observation, tuple(candidates)), set()).add(prompt)
+            return prompts
 
-        builder.build = recording_build
+        builder.build_batch = recording_build_batch
         trainer.buffer.push_game_segments(trainer.collector.collect(train_iter=0))
         samples = trainer.buffer.sample_llm_batch(32)
         llm_trainer = policy._llm_trainer

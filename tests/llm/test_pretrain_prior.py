@@ -32,6 +32,13 @@ def test_sample_target_is_uniform_over_gold() -> None:
     assert np.allclose(sample.visit_distribution, [0, 0.5, 0.5, 0]) and sample.action_index == 1
 
 
+def test_bad_average_and_held_out_cap_are_clear_errors(tmp_path) -> None:
+    with pytest.raises(ValueError, match="weight_average must be a decay"):
+        pretrain({"weight_average": 1.0, "out": str(tmp_path)})
+    with pytest.raises(ValueError, match="heldout_states_per_game must be at least 1"):
+        pretrain({"heldout_states_per_game": 0, "out": str(tmp_path)})
+
+
 def test_pretraining_refuses_eval_games(tmp_path) -> None:
     with pytest.raises(EvalGameError):
         pretrain({"games": ["curses", "detective"], "out": str(tmp_path)})

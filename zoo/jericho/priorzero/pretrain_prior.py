@@ -288,6 +288,10 @@ def pretrain(user_cfg: dict | None = None, states_by_game: dict[str, list[Walkth
     from lzero_ext.llm.trainer import LLMTrainer
 
     cfg = merge_strict(config, user_cfg or {}, where="pretrain_prior")
+    if not 0.0 <= cfg.weight_average < 1.0:
+        raise ValueError(f"weight_average must be a decay in [0, 1) (0: no average), got {cfg.weight_average}")
+    if cfg.heldout_states_per_game is not None and cfg.heldout_states_per_game < 1:
+        raise ValueError(f"heldout_states_per_game must be at least 1 (or None: all), got {cfg.heldout_states_per_game}")
     start_time = time.time()
     if states_by_game is not None:
         check_train_games(list(states_by_game))
