@@ -8,7 +8,7 @@ Run from the repository root::
 *Plain step* is ``PriorZeroJerichoEnv.step`` with a string action and valid-action generation off (emulator
 step + score/end checks + tokenization); *raw emulator* is the backend's ``step`` alone. *Cold* valid actions
 are computed by the worker process for states along the walkthrough (IPC included, cache off); *cached* is the
-same states answered from the world-hash LRU cache, including computing the world hash.
+same states answered from the LRU cache, including computing the state key the env asks it with.
 """
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def measure_valid_actions(story, walkthrough: list[str], states: int, extractor:
     backend.reset()
     snapshots = []
     for action in walkthrough[:states]:
-        snapshots.append((backend.get_state(), backend.world_state_hash()))
+        snapshots.append((backend.get_state(), backend.state_key()))
         backend.step(action)
     generator = ValidActionGenerator(story, None, timeout_s, cache_size=len(snapshots) + 1,
                                      object_extractor=extractor)
@@ -117,7 +117,7 @@ def measure_valid_actions(story, walkthrough: list[str], states: int, extractor:
     for state, _ in snapshots:
         start = time.perf_counter()
         backend.set_state(state)
-        generator.get(state, backend.world_state_hash())
+        generator.get(state, backend.state_key())
         cached.append((time.perf_counter() - start) * 1000)
     extractor_in_use = generator.extractor_in_use or "?"
     generator.close()

@@ -91,3 +91,27 @@ def test_valid_actions_at_first_states_contain_walkthrough_action(make_env, jeri
     assert len(matched["text"]) + len(matched["outcome"]) >= 3, (matched, world_neutral)
     assert env.valid_action_generator.stats.timeouts == 0
     frotz.close()
+
+
+def test_state_key_partitions_states_as_the_world_hash_does(jericho_game) -> None:
+    """Along zork1's walkthrough and back (a return to a place is a revisit): two states share a ``state_key`` exactly
+    when they share Jericho's world hash, and a key is a function of the state (set_state gives it back)."""
+    from zoo.jericho.priorzero.envs.game_backend import JerichoBackend
+
+    backend = JerichoBackend(jericho_game("zork1.z5"), seed=None)
+    try:
+        backend.reset()
+        moves = backend.walkthrough()[:10] + ["south", "north", "look", "inventory"]
+        seen = []
+        for action in moves:
+            seen.append((backend.get_state(), backend.state_key(), backend.world_state_hash()))
+            backend.step(action)
+        keys = [key for _, key, _ in seen]
+        hashes = [world for _, _, world in seen]
+        assert len(set(keys)) > 5
+        assert all((keys[i] == keys[j]) == (hashes[i] == hashes[j]) for i in range(len(seen)) for j in range(i))
+        assert any(keys[i] == keys[j] for i in range(len(seen)) for j in range(i))  # look/inventory change nothing
+        backend.set_state(seen[3][0])
+        assert backend.state_key() == keys[3]
+    finally:
+        backend.close()

@@ -39,7 +39,7 @@ def test_a_timed_out_state_is_retried_at_its_next_visit_not_cached(make_env):
     generator = env.valid_action_generator
     generator.inject_delay_once(60.0)
     assert env.step("take shovel").info["valid_actions_source"] == "fallback"
-    state, world_hash = env._backend.get_state(), env._backend.world_state_hash()
+    state, world_hash = env._backend.get_state(), env._backend.state_key()
     retried = generator.get(state, world_hash)  # the same world state, visited again
     assert retried.source == "worker" and len(retried.actions) > 1 and retried.actions != list(FALLBACK_ACTIONS)
     assert generator.get(state, world_hash).source == "cache"  # generated actions are cached as before

@@ -262,7 +262,7 @@ class PriorZeroJerichoEnv(BaseEnv):
         elif not self._cfg.generate_valid_actions:
             actions, self._valid_actions_source = [], "disabled"
         else:
-            result = self._valid_action_generator.get(self._backend.get_state(), self._backend.world_state_hash())
+            result = self._valid_action_generator.get(self._backend.get_state(), self._backend.state_key())
             actions, self._valid_actions_source = result.actions, result.source
         unique = list(dict.fromkeys(a.strip() for a in actions if a and a.strip()))
         self._num_valid_actions_total = len(unique)

@@ -238,7 +238,7 @@ def retry_backoff_visits(failures: int) -> int:
 
 
 class ValidActionGenerator:
-    """Valid actions for a state, computed in a child process with a timeout and cached by world hash.
+    """Valid actions for a state, computed in a child process with a timeout and cached by world-state key.
 
     Only generated actions are cached. A timeout or failure answers that one step with ``FALLBACK_ACTIONS`` and the
     state is retried at a later visit, with the bounded backoff of :func:`retry_backoff_visits` (a timeout on a

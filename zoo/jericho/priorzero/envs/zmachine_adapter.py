@@ -266,6 +266,10 @@ class ZMachineAdapter:
     def world_state_hash(self) -> str:
         return hashlib.md5(self._signature(self._ram())).hexdigest()
 
+    def state_key(self) -> str:
+        """The world hash (already a hash of raw memory, cheap)."""
+        return self.world_state_hash()
+
     # ----------------------------------------------------------------- names and scope
     def _read_dictionary(self, story: bytes) -> dict[int, str]:
         """Dictionary entry address -> word, decoded from the story file."""
