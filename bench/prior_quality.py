@@ -219,6 +219,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
         llm=args.llm_path or "tiny default", adapter=args.adapter, score_rules=list(args.score_rule),
         max_prompt_tokens=args.max_prompt_tokens, history_turns=args.history_turns, max_states=args.max_states,
         games=resolve_games(args.games), skipped_over_budget=skipped, device=args.device, dtype=args.dtype,
+        micro_batch_states=args.micro_batch_states,
         machine=machine_name(args.device), bootstrap=args.bootstrap, seed=args.seed,
     )
     return rows, settings
@@ -257,7 +258,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gpu", action="store_true", help="full prompts (2,048 tokens, 4 turns) on --device cuda")
     parser.add_argument("--device", default=None, help="cpu (default) or cuda[:i] (default with --gpu)")
     parser.add_argument("--dtype", default="auto", help="weights dtype: auto (bf16 on GPU, fp32 on CPU), float32, ...")
-    parser.add_argument("--micro-batch-states", type=int, default=8, help="states per prior call")
+    parser.add_argument("--micro-batch-states", type=int, default=None,
+                        help="states per prior call (default 8; 32 with --gpu, the prior's own default in the loop)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--states-cache", default=None, help="walkthrough-state cache folder (default: the project's)")
@@ -269,6 +271,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.max_prompt_tokens = args.max_prompt_tokens or preset["max_prompt_tokens"]
     args.history_turns = preset["history_turns"] if args.history_turns is None else args.history_turns
     args.device = args.device or ("cuda" if args.gpu else "cpu")
+    args.micro_batch_states = args.micro_batch_states or (32 if args.gpu else 8)
     if args.adapter and not Path(args.adapter).is_dir():
         parser.error(f"--adapter {args.adapter!r} is not a directory")
     return args
