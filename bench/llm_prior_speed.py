@@ -53,20 +53,20 @@ SHAPES = {
     "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                          num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, rope_theta=1e5),
 }
-ARCHITECTURES = {"smollm2-135m": (transformers.LlamaConfig, transformers.LlamaForCausalLM)}  # the rest: Qwen2
+LLAMA_SHAPES = {"smollm2-135m"}  # the rest are Qwen2
 
 
 def shape_config(shape: str, **changes) -> "transformers.PretrainedConfig":
     """The shape's config (its architecture's class), sdpa attention, with ``changes`` applied."""
-    config_class, _ = ARCHITECTURES.get(shape, (transformers.Qwen2Config, transformers.Qwen2ForCausalLM))
+    config_class = transformers.LlamaConfig if shape in LLAMA_SHAPES else transformers.Qwen2Config
     config = config_class(**{"max_position_embeddings": 4096, "rope_theta": 1e6, **SHAPES[shape], **changes})
     config._attn_implementation = "sdpa"
     return config
 
 
-def shape_model(shape: str, config) -> torch.nn.Module:
-    _, model_class = ARCHITECTURES.get(shape, (transformers.Qwen2Config, transformers.Qwen2ForCausalLM))
-    return model_class(config)
+def shape_model(config) -> torch.nn.Module:
+    """A random-initialised causal LM of ``config``'s architecture."""
+    return transformers.AutoModelForCausalLM.from_config(config)
 
 
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM
@@ -91,7 +91,7 @@ def build_random_model(shape: str, device: torch.device) -> torch.nn.Module:
     torch.set_default_dtype(torch.bfloat16)
     try:
         with torch.device(device):
-            model = shape_model(shape, config)
+            model = shape_model(config)
     finally:
         torch.set_default_dtype(previous)
     return model.eval()
@@ -231,7 +231,7 @@ def agreement_check(shape: str, device: torch.device, rng) -> str:
     """fp32 max |shared - naive| of summed log-probs on a 2-layer model with the shape's widths."""
     config = shape_config(shape, num_hidden_layers=2)
     with torch.device(device):
-        model = shape_model(shape, config).eval()
+        model = shape_model(config).eval()
     prompts, cands = make_batch(rng, config.vocab_size, 4, 512, 20)
     with torch.inference_mode():
         naive = naive_score_candidate_ids(model, prompts, cands)

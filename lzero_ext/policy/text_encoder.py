@@ -235,9 +235,9 @@ class TextObservationEncoder(nn.Module):
     def _packs(self, device: torch.device) -> bool:
         """Whether this call takes the packed path (see ``packed_attention``)."""
         mode = self.cfg.packed_attention
-        if mode != "auto" or self.layers is None:
-            return mode == "on" and self.layers is not None
-        return (device.type == "cuda" and varlen_attn is not None
+        if self.layers is None or mode == "off":  # a pretrained encoder has no layers of ours to pack
+            return False
+        return mode == "on" or (device.type == "cuda" and varlen_attn is not None
                 and torch.is_autocast_enabled("cuda")
                 and torch.get_autocast_dtype("cuda") in (torch.bfloat16, torch.float16)
                 and not (self.training and self.cfg.dropout > 0))
