@@ -97,8 +97,12 @@ def build_random_model(shape: str, device: torch.device) -> torch.nn.Module:
     return model.eval()
 
 
-def make_batch(rng: np.random.Generator, vocab: int, states: int, prompt_tokens: int, candidates: int):
-    prompts = [rng.integers(0, vocab, prompt_tokens).tolist() for _ in range(states)]
+def make_batch(rng: np.random.Generator, vocab: int, states: int, prompt_tokens: int, candidates: int,
+               spread: float = 0.0):
+    """Random token ids: prompts of ``prompt_tokens`` tokens, or with ``spread`` uniformly between
+    ``(1 - spread) * prompt_tokens`` and ``prompt_tokens`` (real prompts differ in length, which padding pays for)."""
+    lengths = rng.integers(int(round((1 - spread) * prompt_tokens)), prompt_tokens + 1, states)
+    prompts = [rng.integers(0, vocab, length).tolist() for length in lengths]
     cands = [[rng.integers(0, vocab, int(rng.integers(3, 9))).tolist() for _ in range(candidates)]
              for _ in range(states)]
     return prompts, cands
@@ -152,12 +156,16 @@ def bench_scoring(model, shape: str, device: torch.device, args, rng, suffix: st
     rows = []
     for prompt_tokens in args.prompt_tokens:
         for states in args.states:
-            prompts, cands = make_batch(rng, model.config.vocab_size, states, prompt_tokens, args.candidates)
+            prompts, cands = make_batch(rng, model.config.vocab_size, states, prompt_tokens, args.candidates,
+                                        args.prompt_spread)
             n_cands = states * args.candidates
             methods = {
                 mode: lambda mode=mode: score_candidate_ids(model, prompts, cands, mode=mode, compiled=compiled)
                 for mode in (["lean"] if compiled else args.modes)
             }
+            if "lean" in methods and device.type == "cuda":  # lean packs its prefill there: time the padded one too
+                methods["lean/padded"] = lambda: score_candidate_ids(model, prompts, cands, mode="lean",
+                                                                     compiled=compiled, packed_prefill=False)
             if naive and not args.no_naive:
                 methods["naive"] = lambda: naive_score_candidate_ids(
                     model, prompts, cands, max_sequences_per_forward=args.naive_chunk
@@ -243,14 +251,16 @@ def agreement_check(shape: str, device: torch.device, rng) -> str:
 
 
 def compiled_agreement(model, shape: str, device: torch.device, rng) -> str:
-    """bf16 max |compiled - eager| lean scores (same model), so a faster compiled path cannot be a wrong one."""
-    prompts, cands = make_batch(rng, model.config.vocab_size, 8, 512, 20)
+    """bf16 max |fast - plain| lean scores (same model): compiled layers with the packed prefill against eager layers
+    with the padded one, on prompts of 256-512 tokens, so a faster path cannot be a wrong one."""
+    prompts, cands = make_batch(rng, model.config.vocab_size, 8, 512, 20, spread=0.5)
     with torch.inference_mode():
-        eager = score_candidate_ids(model, prompts, cands, mode="lean")
+        plain = score_candidate_ids(model, prompts, cands, mode="lean", packed_prefill=False)
         fast = score_candidate_ids(model, prompts, cands, mode="lean", compiled=True)
-    diff = max((a - b).abs().max().item() for a, b in zip(fast, eager))
-    scale = max(a.abs().max().item() for a in eager)
-    return f"compiled vs eager lean scores ({shape}, bf16, 8 x 512): max abs diff {diff:.3g} (scores up to {scale:.3g})"
+    diff = max((a - b).abs().max().item() for a, b in zip(fast, plain))
+    scale = max(a.abs().max().item() for a in plain)
+    return (f"compiled + packed vs eager + padded lean scores ({shape}, bf16, 8 prompts of 256-512 tokens): "
+            f"max abs diff {diff:.3g} (scores up to {scale:.3g})")
 
 
 def print_table(rows: list[Row], args, device: torch.device) -> None:
@@ -259,7 +269,9 @@ def print_table(rows: list[Row], args, device: torch.device) -> None:
     print(f"Command: `{' '.join(sys.argv)}`  ")
     print(f"Device: {name}; torch {torch.__version__}, transformers {transformers.__version__}, "
           f"python {platform.python_version()}; bf16 peak {peak or 'n/a'} TFLOP/s  ")
-    print(f"{args.candidates} candidates of 3-8 tokens per state; median of {args.repeats} runs after warm-up\n")
+    lengths = "" if not args.prompt_spread else f"; prompts of {1 - args.prompt_spread:g}-1 x the prompt tokens"
+    print(f"{args.candidates} candidates of 3-8 tokens per state{lengths}; median of {args.repeats} runs after "
+          f"warm-up; lean packs its prefill on CUDA (lean/padded: the padded prefill)\n")
     print("| shape | prompt tokens | states/batch | method | states/s | candidates/s | TFLOP/s | % of bf16 peak | x naive |")
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
@@ -277,6 +289,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shape", nargs="+", default=None, help=f"model shapes on GPU: {sorted(SHAPES)}; CPU: tiny")
     parser.add_argument("--prompt-tokens", nargs="+", type=int, default=None)
     parser.add_argument("--states", nargs="+", type=int, default=None, help="states per batch")
+    parser.add_argument("--prompt-spread", type=float, default=0.0,
+                        help="prompt lengths uniform in [(1 - SPREAD) * P, P] instead of all P tokens")
     parser.add_argument("--candidates", type=int, default=20)
     parser.add_argument("--modes", nargs="+", default=["lean", "prefix_cache", "packed"], help="shared-prefix layouts")
     parser.add_argument("--repeats", type=int, default=5)

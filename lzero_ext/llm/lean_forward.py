@@ -12,14 +12,27 @@ Shapes are symbolic from the first compile (``dynamic=True``): batch, prompt and
 to call, and torch.compile's default (static first, each dimension made dynamic when it first changes) recompiled
 once per newly varying dimension, stalls of seconds in the middle of collection.
 
+Prompts of one call differ in length (history and observations vary), and a right-padded prefill pays for every
+pad. :func:`lean_prefill_packed` runs the prompts' real tokens back to back instead, with flash variable-length
+attention (``torch.nn.attention.varlen``, CUDA, bf16/fp16), and scatters each layer's K/V into the padded layout
+the continuation reads; :func:`packed_prefill_available` says when it applies.
+
 Supported: decoder layers of the Qwen2 and Llama families with full attention (no sliding window) and no attention
 dropout while training; :func:`check_lean_support` says why a model is not.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 
+try:  # PyTorch >= 2.9
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # pragma: no cover - older PyTorch: the padded prefill only
+    varlen_attn = None
+
+_VARLEN_PARAMETERS = frozenset(inspect.signature(varlen_attn).parameters) if varlen_attn is not None else frozenset()
 _compiled_rotary = None
 
 
@@ -103,12 +116,58 @@ def _continue_layer(layer, hidden, cos, sin, prompt_key, prompt_value, mask):
     return _mlp_block(layer, hidden + _merge_heads(attention, output))
 
 
+def packed_prefill_available(device: torch.device) -> bool:
+    """Whether flash variable-length attention can run the packed prefill: CUDA and PyTorch >= 2.9 (the scorer
+    runs in half precision there, see ``scoring_autocast``)."""
+    return varlen_attn is not None and device.type == "cuda"
+
+
+def _packed_attention(query, key, value, offsets, longest: int, scale: float) -> torch.Tensor:
+    """Causal attention within each prompt of packed ``[T, heads, dim]`` tokens (``offsets``: int32 cu_seqlens).
+
+    Flash varlen where it runs (its keyword names changed across PyTorch releases: ``is_causal`` became
+    ``window_size``, GQA and ``scale`` came later); elsewhere (tests on the CPU) one block-diagonal causal mask.
+    """
+    if not (query.is_cuda and varlen_attn is not None and query.dtype in (torch.bfloat16, torch.float16)):
+        segment = torch.searchsorted(offsets[1:], torch.arange(query.shape[0], device=query.device,
+                                                               dtype=offsets.dtype), right=True)
+        mask = (segment[:, None] == segment[None, :]).tril()
+        output = F.scaled_dot_product_attention(query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1),
+                                                attn_mask=mask, scale=scale, enable_gqa=True)
+        return output.transpose(0, 1)
+    kwargs = {"is_causal": True} if "is_causal" in _VARLEN_PARAMETERS else {"window_size": (-1, 0)}
+    if "scale" in _VARLEN_PARAMETERS:
+        kwargs["scale"] = scale
+    elif abs(scale - query.shape[-1] ** -0.5) > 1e-9:
+        raise ValueError(f"this PyTorch's varlen_attn has no scale argument; the model scales by {scale}")
+    if "enable_gqa" in _VARLEN_PARAMETERS:
+        kwargs["enable_gqa"] = True
+    else:
+        groups = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    return varlen_attn(query, key, value, offsets, offsets, longest, longest, **kwargs)
+
+
+def _packed_prefill_layer(layer, hidden, cos, sin, offsets, longest: int, token_state, token_position, batch: int):
+    """:func:`_prefill_layer` on packed tokens ``[1, T, H]``; K/V come back padded ``[B, kv_heads, longest, dim]``."""
+    attention = layer.self_attn
+    query, key, value = _project(attention, layer.input_layernorm(hidden), cos, sin)  # [1, heads, T, dim]
+    query, key, value = query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1)
+    output = _packed_attention(query, key, value, offsets, longest, attention.scaling)  # [T, heads, dim]
+    hidden = _mlp_block(layer, hidden + attention.o_proj(output.reshape(1, output.shape[0], -1)))
+    padded_key = key.new_zeros(batch, longest, key.shape[1], key.shape[2])
+    padded_value = torch.zeros_like(padded_key)
+    padded_key[token_state, token_position] = key
+    padded_value[token_state, token_position] = value
+    return hidden, padded_key.transpose(1, 2), padded_value.transpose(1, 2)
+
+
 _compiled_layers: dict[str, object] = {}
 
 
 def _layer_function(name: str, compiled: bool, device: torch.device):
     """The eager layer function, or (CUDA only) its compiled version, built once per process."""
-    eager = {"prefill": _prefill_layer, "continue": _continue_layer}[name]
+    eager = {"prefill": _prefill_layer, "packed_prefill": _packed_prefill_layer, "continue": _continue_layer}[name]
     if not compiled or device.type != "cuda":
         return eager
     if name not in _compiled_layers:
@@ -133,6 +192,33 @@ def lean_prefill(
         hidden, key, value = layer_fn(layer, hidden, cos, sin)
         cache.append((key, value))
     return hidden, cache
+
+
+def lean_prefill_packed(
+    model,
+    tokens: torch.Tensor,
+    offsets: torch.Tensor,
+    token_state: torch.Tensor,
+    token_position: torch.Tensor,
+    longest: int,
+    compiled: bool = False,
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """:func:`lean_prefill` on the prompts' real tokens only: (un-normed hidden state of each prompt's last token
+    [B, H], per-layer (K, V) right-padded to ``longest`` as :func:`lean_prefill` returns them, zeros at the pads).
+
+    ``tokens`` [T] are the prompts back to back, ``offsets`` [B + 1] (int32) where each starts, ``token_state`` and
+    ``token_position`` [T] each token's prompt and position in it, ``longest`` the longest prompt.
+    """
+    decoder = model.get_decoder()
+    hidden = decoder.embed_tokens(tokens)[None]
+    cos, sin = decoder.rotary_emb(hidden, token_position[None])
+    batch = offsets.shape[0] - 1
+    layer_fn = _layer_function("packed_prefill", compiled, tokens.device)
+    cache = []
+    for layer in decoder.layers:
+        hidden, key, value = layer_fn(layer, hidden, cos, sin, offsets, longest, token_state, token_position, batch)
+        cache.append((key, value))
+    return hidden[0, offsets[1:].long() - 1], cache
 
 
 def lean_continue(

@@ -45,7 +45,13 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from lzero_ext.llm.lean_forward import check_lean_support, lean_continue, lean_prefill
+from lzero_ext.llm.lean_forward import (
+    check_lean_support,
+    lean_continue,
+    lean_prefill,
+    lean_prefill_packed,
+    packed_prefill_available,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +141,21 @@ class _PackedLayout:
     rest_candidate: torch.Tensor  # [N] flat candidate index it belongs to
     candidate_lengths: torch.Tensor  # [C] tokens per candidate
     num_candidates: list[int]
+    prompt_id_lists: Sequence[Sequence[int]]  # the prompts as given, for the packed prefill
+
+
+def _packed_prompts(layout: _PackedLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """The prompts' real tokens back to back: tokens, int32 offsets [B + 1], each token's prompt and position."""
+    lengths = np.array([len(prompt) for prompt in layout.prompt_id_lists], dtype=np.int64)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.fromiter(itertools.chain.from_iterable(layout.prompt_id_lists), dtype=np.int64, count=int(offsets[-1]))
+    token_state = np.repeat(np.arange(len(lengths)), lengths)
+    token_position = np.arange(len(tokens)) - offsets[:-1][token_state]
+    device = layout.prompt_ids.device
+    as_tensor = [torch.from_numpy(values).to(device, non_blocking=True)
+                 for values in (tokens, offsets, token_state, token_position)]
+    return (*as_tensor, int(lengths.max()))
 
 
 def tokenize_for_scoring(
@@ -219,6 +240,7 @@ def score_candidates(
     max_states_per_forward: int | None = None,
     compiled: bool = False,
     prompt_ids: Sequence[Sequence[int]] | None = None,
+    packed_prefill: bool | None = None,
 ) -> list[torch.Tensor]:
     """Per state, an fp32 tensor [K] of candidate scores under ``score_rule``, with gradients if grad mode is on.
 
@@ -230,7 +252,7 @@ def score_candidates(
     return score_candidate_ids(
         model, prompt_ids, candidate_ids, score_rule,
         content_free_ids=content_free_prompt_ids(tokenizer, content_free_prompts), calibration=calibration, mode=mode,
-        max_states_per_forward=max_states_per_forward, compiled=compiled,
+        max_states_per_forward=max_states_per_forward, compiled=compiled, packed_prefill=packed_prefill,
     )
 
 
@@ -259,19 +281,21 @@ def score_candidate_ids(
     mode: str = "prefix_cache",
     max_states_per_forward: int | None = None,
     compiled: bool = False,
+    packed_prefill: bool | None = None,
 ) -> list[torch.Tensor]:
     """Token-id version of :func:`score_candidates`; states are sorted by length and micro-batched.
 
-    ``compiled`` (lean mode on CUDA only) runs the decoder layers through ``torch.compile``.
+    ``compiled`` (lean mode on CUDA only) runs the decoder layers through ``torch.compile``. ``packed_prefill``
+    (lean mode) prefills the prompts without padding; default: where flash variable-length attention runs (CUDA).
     """
     _require_content_free(score_rule, content_free_ids, len(prompt_ids))
     results = _score_ids(model, prompt_ids, candidate_ids, "mean" if score_rule == "mean" else "sum", mode,
-                         max_states_per_forward, compiled)
+                         max_states_per_forward, compiled, packed_prefill)
     if score_rule != "pmi":
         return results
 
     def score_fn(prompts, cands):
-        return _score_ids(model, prompts, cands, "sum", mode, max_states_per_forward, compiled)
+        return _score_ids(model, prompts, cands, "sum", mode, max_states_per_forward, compiled, packed_prefill)
 
     terms = _content_free_terms(model, content_free_ids, candidate_ids, calibration, score_fn)
     return [scores - torch.as_tensor(term, dtype=scores.dtype, device=scores.device)
@@ -292,7 +316,7 @@ def _content_free_terms(model, content_free_ids: Sequence[Sequence[int]], candid
 
 
 def _score_ids(model, prompt_ids, candidate_ids, score_rule: str, mode: str, max_states_per_forward: int | None,
-               compiled: bool) -> list[torch.Tensor]:
+               compiled: bool, packed_prefill: bool | None = None) -> list[torch.Tensor]:
     """Shared-prefix scores under 'sum' or 'mean'."""
     if mode not in SCORING_MODES:
         raise ValueError(f"Unknown scoring mode {mode!r}; choose one of {SCORING_MODES}")
@@ -308,8 +332,9 @@ def _score_ids(model, prompt_ids, candidate_ids, score_rule: str, mode: str, max
     for start in range(0, len(order), step):
         chunk = order[start:start + step]
         layout = _build_layout([prompt_ids[i] for i in chunk], [candidate_ids[i] for i in chunk], _device_of(model))
-        for index, scores in zip(chunk, _score_layout(model, layout, score_rule == "mean", mode, compiled)):
-            results[index] = scores
+        scores = _score_layout(model, layout, score_rule == "mean", mode, compiled, packed_prefill)
+        for index, state_scores in zip(chunk, scores):
+            results[index] = state_scores
     return results  # type: ignore[return-value]
 
 
@@ -474,6 +499,7 @@ def _build_layout(
         rest_candidate=as_tensor(token_candidate[rest]),
         candidate_lengths=as_tensor(lengths),
         num_candidates=num_candidates,
+        prompt_id_lists=prompt_ids,
     )
 
 
@@ -528,8 +554,10 @@ def _mask_tensor(model, allowed: torch.Tensor) -> torch.Tensor:
 
 
 def _score_layout(
-    model, layout: _PackedLayout, per_token: bool, mode: str, compiled: bool = False
+    model, layout: _PackedLayout, per_token: bool, mode: str, compiled: bool = False, packed: bool | None = None
 ) -> list[torch.Tensor]:
+    """Candidate scores of one micro-batch. ``packed`` (lean mode; default: where flash varlen runs) prefills the
+    prompts without their padding."""
     decoder = model.get_decoder()
     batch = layout.prompt_ids.shape[0]
     positions = layout.prompt_lengths[:, None] + layout.continuation_offset
@@ -538,8 +566,11 @@ def _score_layout(
     state_index = torch.arange(batch, device=layout.prompt_ids.device)
     final_norm = None
     if mode == "lean":
-        prompt_hidden, prompt_cache = lean_prefill(model, layout.prompt_ids, compiled)
-        prompt_end_hidden = prompt_hidden[state_index, last_prompt]
+        if packed if packed is not None else packed_prefill_available(layout.prompt_ids.device):
+            prompt_end_hidden, prompt_cache = lean_prefill_packed(model, *_packed_prompts(layout), compiled=compiled)
+        else:
+            prompt_hidden, prompt_cache = lean_prefill(model, layout.prompt_ids, compiled)
+            prompt_end_hidden = prompt_hidden[state_index, last_prompt]
         continuation_hidden = lean_continue(model, layout.continuation_ids, positions, prompt_cache,
                                             continuation_mask, compiled)
         final_norm = decoder.norm  # the lean forward leaves it to us: apply it to the needed rows only

@@ -140,11 +140,11 @@ def test_micro_batching_keeps_order_and_values(tiny_model, tiny_tokenizer):
     _assert_close(one_by_one, together)
 
 
-@pytest.mark.parametrize("mode", ["prefix_cache", "lean"])
-def test_gradients_match_naive(tiny_tokenizer, mode):
+@pytest.mark.parametrize(("mode", "packed_prefill"), [("prefix_cache", None), ("lean", False), ("lean", True)])
+def test_gradients_match_naive(tiny_tokenizer, mode, packed_prefill):
     model = _random_qwen2(len(tiny_tokenizer), "sdpa")
     weight = model.model.layers[0].self_attn.q_proj.weight
-    scores = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, mode=mode)
+    scores = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, mode=mode, packed_prefill=packed_prefill)
     torch.stack([s.sum() for s in scores]).sum().backward()
     shared_grad = weight.grad.clone()
     weight.grad = None
@@ -210,3 +210,51 @@ def test_fused_norm_and_mlp_forward_gives_the_same_scores(tiny_tokenizer):
         assert fuse_norms_and_mlp(model) == 3 * 2 + 1 + 3  # two norms per layer, final norm, one MLP per layer
         after = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES)
     _assert_close(after, before)
+
+
+@pytest.mark.parametrize("architecture", ["qwen2", "llama"])
+def test_packed_prefill_matches_naive_with_prompts_of_different_lengths(tiny_tokenizer, architecture):
+    """The unpadded prefill (flash varlen on CUDA; here its block-diagonal fallback) scores as the padded one."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if architecture == "llama":
+        torch.manual_seed(3)
+        model = LlamaForCausalLM(LlamaConfig(
+            vocab_size=len(tiny_tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=1,
+        )).eval()
+    else:
+        model = _random_qwen2(len(tiny_tokenizer), "sdpa")
+    with torch.no_grad():
+        packed = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, mode="lean", packed_prefill=True)
+        padded = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, mode="lean", packed_prefill=False)
+        naive = naive_score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES)
+    _assert_close(packed, naive)
+    _assert_close(packed, padded)
+
+
+def test_packed_prefill_cache_holds_the_padded_prefill_keys_and_zeros_at_the_pads(tiny_tokenizer):
+    import numpy as np
+
+    from lzero_ext.llm.lean_forward import lean_prefill, lean_prefill_packed
+
+    model = _random_qwen2(len(tiny_tokenizer), "sdpa")
+    prompts = [tiny_tokenizer(text)["input_ids"] for text in PROMPTS]
+    lengths = [len(p) for p in prompts]
+    longest = max(lengths)
+    padded = torch.tensor([p + [0] * (longest - len(p)) for p in prompts])
+    offsets = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32)
+    state = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(lengths))
+    position = torch.cat([torch.arange(n) for n in lengths])
+    with torch.no_grad():
+        hidden, cache = lean_prefill(model, padded)
+        end_hidden, packed_cache = lean_prefill_packed(model, torch.tensor(sum(prompts, [])), offsets, state, position,
+                                                       longest)
+    assert torch.allclose(end_hidden, hidden[torch.arange(len(prompts)), torch.tensor(lengths) - 1], atol=1e-5)
+    for (key, value), (packed_key, packed_value) in zip(cache, packed_cache):
+        assert packed_key.shape == key.shape and packed_value.shape == value.shape
+        for index, length in enumerate(lengths):
+            assert torch.allclose(packed_key[index, :, :length], key[index, :, :length], atol=1e-5)
+            assert torch.allclose(packed_value[index, :, :length], value[index, :, :length], atol=1e-5)
+            assert not packed_key[index, :, length:].any() and not packed_value[index, :, length:].any()
+
