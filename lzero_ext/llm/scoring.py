@@ -553,6 +553,37 @@ def _mask_tensor(model, allowed: torch.Tensor) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+_packed_prefill_broken = False  # set once the packed prefill failed in this process (auto mode then pads)
+
+
+def _lean_prefill(model, layout: _PackedLayout, compiled: bool, packed: bool | None):
+    """The prompts' (un-normed hidden state at each prompt's last token, per-layer K/V), packed where it runs.
+
+    ``packed=None`` (auto) packs where flash varlen runs; if that fails for any reason but memory (a PyTorch build
+    whose varlen kernel refuses these shapes, say), it warns once and pads for the rest of the process: the packed
+    prefill only saves time, the padded one gives the same scores.
+    """
+    global _packed_prefill_broken
+    auto = packed is None
+    if auto:
+        packed = not _packed_prefill_broken and packed_prefill_available(layout.prompt_ids.device)
+    if packed:
+        try:
+            return lean_prefill_packed(model, *_packed_prompts(layout), compiled=compiled)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - see the docstring; an explicit packed=True still raises
+            if not auto:
+                raise
+            _packed_prefill_broken = True
+            logger.warning("The packed prefill failed (%s: %s); padding the prompts from now on",
+                           type(error).__name__, error)
+    prompt_hidden, prompt_cache = lean_prefill(model, layout.prompt_ids, compiled)
+    batch = layout.prompt_ids.shape[0]
+    last_prompt = layout.prompt_lengths - 1
+    return prompt_hidden[torch.arange(batch, device=last_prompt.device), last_prompt], prompt_cache
+
+
 def _score_layout(
     model, layout: _PackedLayout, per_token: bool, mode: str, compiled: bool = False, packed: bool | None = None
 ) -> list[torch.Tensor]:
@@ -566,11 +597,7 @@ def _score_layout(
     state_index = torch.arange(batch, device=layout.prompt_ids.device)
     final_norm = None
     if mode == "lean":
-        if packed if packed is not None else packed_prefill_available(layout.prompt_ids.device):
-            prompt_end_hidden, prompt_cache = lean_prefill_packed(model, *_packed_prompts(layout), compiled=compiled)
-        else:
-            prompt_hidden, prompt_cache = lean_prefill(model, layout.prompt_ids, compiled)
-            prompt_end_hidden = prompt_hidden[state_index, last_prompt]
+        prompt_end_hidden, prompt_cache = _lean_prefill(model, layout, compiled, packed)
         continuation_hidden = lean_continue(model, layout.continuation_ids, positions, prompt_cache,
                                             continuation_mask, compiled)
         final_norm = decoder.norm  # the lean forward leaves it to us: apply it to the needed rows only
