@@ -14,8 +14,9 @@ once per newly varying dimension, stalls of seconds in the middle of collection.
 
 Prompts of one call differ in length (history and observations vary), and a right-padded prefill pays for every
 pad. :func:`lean_prefill_packed` runs the prompts' real tokens back to back instead, with flash variable-length
-attention (``torch.nn.attention.varlen``, CUDA, bf16/fp16), and scatters each layer's K/V into the padded layout
-the continuation reads; :func:`packed_prefill_available` says when it applies.
+attention (``torch.nn.attention.varlen``; CUDA, bf16/fp16), and scatters each layer's K/V into the padded layout
+the continuation reads. It is opt-in (``packed_prefill``): on one H200 with SmolLM2-135M it was 10-15% faster at
+64-128 states per call and slower at 8 (docs/results/gpu_speed.md, section 7).
 
 Supported: decoder layers of the Qwen2 and Llama families with full attention (no sliding window) and no attention
 dropout while training; :func:`check_lean_support` says why a model is not.
@@ -114,12 +115,6 @@ def _continue_layer(layer, hidden, cos, sin, prompt_key, prompt_value, mask):
     value = torch.cat([prompt_value, value], dim=2).repeat_interleave(groups, dim=1)
     output = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=attention.scaling)
     return _mlp_block(layer, hidden + _merge_heads(attention, output))
-
-
-def packed_prefill_available(device: torch.device) -> bool:
-    """Whether flash variable-length attention can run the packed prefill: CUDA and PyTorch >= 2.9 (the scorer
-    runs in half precision there, see ``scoring_autocast``)."""
-    return varlen_attn is not None and device.type == "cuda"
 
 
 def _packed_attention(query, key, value, offsets, longest: int, scale: float) -> torch.Tensor:

@@ -74,6 +74,10 @@ class LLMPrior(abc.ABC):
         # compile of about a minute, then fewer memory passes per layer: +24% states/s for the 0.5B shape on an H100).
         # Ignored on CPU; if compilation fails, the prior logs why and scores eagerly.
         compile_layers=True,
+        # (bool) Transformers backend, lean scorer: prefill the prompts' real tokens back to back (flash varlen on
+        # CUDA) instead of padded to the longest. Off: on one H200 (SmolLM2-135M) it was 10-15% faster at 64-128
+        # states per call and slower at 8 (docs/results/gpu_speed.md, section 7).
+        packed_prefill=False,
         # (float) vLLM only: fraction of GPU memory vLLM may take.
         vllm_gpu_memory_utilization=0.3,
         # (bool) vLLM only: disable CUDA graphs (faster start, slower steps).
@@ -211,6 +215,7 @@ class TransformersPrior(LLMPrior):
                 self.model, self.tokenizer, prompts, candidates, self.cfg.score_rule, **self._content_free_args(candidates),
                 append_eos=self.cfg.append_eos, mode=self.scoring_mode,
                 max_states_per_forward=self.cfg.micro_batch_states, compiled=compiled, prompt_ids=prompt_ids,
+                packed_prefill=self.cfg.packed_prefill,
             )
 
         on_cuda = self.model.get_input_embeddings().weight.is_cuda

@@ -45,13 +45,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from lzero_ext.llm.lean_forward import (
-    check_lean_support,
-    lean_continue,
-    lean_prefill,
-    lean_prefill_packed,
-    packed_prefill_available,
-)
+from lzero_ext.llm.lean_forward import check_lean_support, lean_continue, lean_prefill, lean_prefill_packed
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +234,7 @@ def score_candidates(
     max_states_per_forward: int | None = None,
     compiled: bool = False,
     prompt_ids: Sequence[Sequence[int]] | None = None,
-    packed_prefill: bool | None = None,
+    packed_prefill: bool = False,
 ) -> list[torch.Tensor]:
     """Per state, an fp32 tensor [K] of candidate scores under ``score_rule``, with gradients if grad mode is on.
 
@@ -281,12 +275,12 @@ def score_candidate_ids(
     mode: str = "prefix_cache",
     max_states_per_forward: int | None = None,
     compiled: bool = False,
-    packed_prefill: bool | None = None,
+    packed_prefill: bool = False,
 ) -> list[torch.Tensor]:
     """Token-id version of :func:`score_candidates`; states are sorted by length and micro-batched.
 
     ``compiled`` (lean mode on CUDA only) runs the decoder layers through ``torch.compile``. ``packed_prefill``
-    (lean mode) prefills the prompts without padding; default: where flash variable-length attention runs (CUDA).
+    (lean mode) prefills the prompts' real tokens back to back instead of padded (see :mod:`lean_forward`).
     """
     _require_content_free(score_rule, content_free_ids, len(prompt_ids))
     results = _score_ids(model, prompt_ids, candidate_ids, "mean" if score_rule == "mean" else "sum", mode,
@@ -316,7 +310,7 @@ def _content_free_terms(model, content_free_ids: Sequence[Sequence[int]], candid
 
 
 def _score_ids(model, prompt_ids, candidate_ids, score_rule: str, mode: str, max_states_per_forward: int | None,
-               compiled: bool, packed_prefill: bool | None = None) -> list[torch.Tensor]:
+               compiled: bool, packed_prefill: bool = False) -> list[torch.Tensor]:
     """Shared-prefix scores under 'sum' or 'mean'."""
     if mode not in SCORING_MODES:
         raise ValueError(f"Unknown scoring mode {mode!r}; choose one of {SCORING_MODES}")
@@ -553,31 +547,10 @@ def _mask_tensor(model, allowed: torch.Tensor) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-_packed_prefill_broken = False  # set once the packed prefill failed in this process (auto mode then pads)
-
-
-def _lean_prefill(model, layout: _PackedLayout, compiled: bool, packed: bool | None):
-    """The prompts' (un-normed hidden state at each prompt's last token, per-layer K/V), packed where it runs.
-
-    ``packed=None`` (auto) packs where flash varlen runs; if that fails for any reason but memory (a PyTorch build
-    whose varlen kernel refuses these shapes, say), it warns once and pads for the rest of the process: the packed
-    prefill only saves time, the padded one gives the same scores.
-    """
-    global _packed_prefill_broken
-    auto = packed is None
-    if auto:
-        packed = not _packed_prefill_broken and packed_prefill_available(layout.prompt_ids.device)
+def _lean_prefill(model, layout: _PackedLayout, compiled: bool, packed: bool):
+    """The prompts' (un-normed hidden state at each prompt's last token, per-layer K/V), padded or packed."""
     if packed:
-        try:
-            return lean_prefill_packed(model, *_packed_prompts(layout), compiled=compiled)
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as error:  # noqa: BLE001 - see the docstring; an explicit packed=True still raises
-            if not auto:
-                raise
-            _packed_prefill_broken = True
-            logger.warning("The packed prefill failed (%s: %s); padding the prompts from now on",
-                           type(error).__name__, error)
+        return lean_prefill_packed(model, *_packed_prompts(layout), compiled=compiled)
     prompt_hidden, prompt_cache = lean_prefill(model, layout.prompt_ids, compiled)
     batch = layout.prompt_ids.shape[0]
     last_prompt = layout.prompt_lengths - 1
@@ -585,10 +558,9 @@ def _lean_prefill(model, layout: _PackedLayout, compiled: bool, packed: bool | N
 
 
 def _score_layout(
-    model, layout: _PackedLayout, per_token: bool, mode: str, compiled: bool = False, packed: bool | None = None
+    model, layout: _PackedLayout, per_token: bool, mode: str, compiled: bool = False, packed: bool = False
 ) -> list[torch.Tensor]:
-    """Candidate scores of one micro-batch. ``packed`` (lean mode; default: where flash varlen runs) prefills the
-    prompts without their padding."""
+    """Candidate scores of one micro-batch; ``packed`` (lean mode) prefills the prompts without their padding."""
     decoder = model.get_decoder()
     batch = layout.prompt_ids.shape[0]
     positions = layout.prompt_lengths[:, None] + layout.continuation_offset

@@ -52,6 +52,20 @@ def test_identical_requests_hit_the_cache(prior, monkeypatch):
     np.testing.assert_array_equal(first[1].logprobs, second[1].logprobs)
 
 
+
+def test_packed_prefill_setting_reaches_the_scorer_and_keeps_the_scores(tiny_model_dir, prior, monkeypatch):
+    import lzero_ext.llm.scoring as scoring
+
+    calls = []
+    original = scoring.lean_prefill_packed
+    monkeypatch.setattr(scoring, "lean_prefill_packed", lambda *a, **k: calls.append(1) or original(*a, **k))
+    packed = TransformersPrior(dict(model_path=str(tiny_model_dir), device="cpu", max_prompt_tokens=256,
+                                    packed_prefill=True))
+    assert packed.scoring_mode == "lean"
+    for got, expected in zip(packed.score(REQUESTS), prior.score(REQUESTS)):
+        np.testing.assert_allclose(got.logprobs, expected.logprobs, atol=1e-5)
+    assert calls
+
 def test_load_weights_changes_scores_and_bumps_version(tiny_model_dir, prior):
     before = prior.score(REQUESTS)
     other = TransformersPrior(dict(model_path=str(ensure_default_model(tiny_model_dir.parent, seed=5)), device="cpu"))

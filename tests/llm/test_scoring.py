@@ -140,7 +140,7 @@ def test_micro_batching_keeps_order_and_values(tiny_model, tiny_tokenizer):
     _assert_close(one_by_one, together)
 
 
-@pytest.mark.parametrize(("mode", "packed_prefill"), [("prefix_cache", None), ("lean", False), ("lean", True)])
+@pytest.mark.parametrize(("mode", "packed_prefill"), [("prefix_cache", False), ("lean", False), ("lean", True)])
 def test_gradients_match_naive(tiny_tokenizer, mode, packed_prefill):
     model = _random_qwen2(len(tiny_tokenizer), "sdpa")
     weight = model.model.layers[0].self_attn.q_proj.weight
@@ -259,26 +259,3 @@ def test_packed_prefill_cache_holds_the_padded_prefill_keys_and_zeros_at_the_pad
             assert not packed_key[index, :, length:].any() and not packed_value[index, :, length:].any()
 
 
-
-def test_a_failing_packed_prefill_falls_back_to_padding_once_in_auto_mode(tiny_tokenizer, monkeypatch, caplog):
-    import lzero_ext.llm.scoring as scoring
-
-    model = _random_qwen2(len(tiny_tokenizer), "sdpa")
-    calls = []
-
-    def broken(*args, **kwargs):
-        calls.append(1)
-        raise RuntimeError("varlen kernel refused")
-
-    monkeypatch.setattr(scoring, "_packed_prefill_broken", False)
-    monkeypatch.setattr(scoring, "packed_prefill_available", lambda device: True)
-    monkeypatch.setattr(scoring, "lean_prefill_packed", broken)
-    with torch.no_grad():
-        padded = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, mode="lean", packed_prefill=False)
-        first = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, mode="lean")
-        second = score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, mode="lean")
-        _assert_close(first, padded)
-        _assert_close(second, padded)
-        assert len(calls) == 1 and "padding the prompts from now on" in caplog.text
-        with pytest.raises(RuntimeError, match="varlen kernel refused"):
-            score_candidates(model, tiny_tokenizer, PROMPTS, CANDIDATES, mode="lean", packed_prefill=True)
