@@ -15,8 +15,8 @@ once per newly varying dimension, stalls of seconds in the middle of collection.
 Prompts of one call differ in length (history and observations vary), and a right-padded prefill pays for every
 pad. :func:`lean_prefill_packed` runs the prompts' real tokens back to back instead, with flash variable-length
 attention (``torch.nn.attention.varlen``; CUDA, bf16/fp16), and scatters each layer's K/V into the padded layout
-the continuation reads. It is opt-in (``packed_prefill``): on one H200 with SmolLM2-135M it was 10-15% faster at
-64-128 states per call and slower at 8 (docs/results/gpu_speed.md, section 7).
+the continuation reads. It is opt-in (``packed_prefill``): on one H200 with SmolLM2-135M it gained at some batch
+sizes and prompt lengths and lost at others, 8 states per call included (docs/results/gpu_speed.md, section 7).
 
 Supported: decoder layers of the Qwen2 and Llama families with full attention (no sliding window) and no attention
 dropout while training; :func:`check_lean_support` says why a model is not.

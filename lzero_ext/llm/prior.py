@@ -75,8 +75,8 @@ class LLMPrior(abc.ABC):
         # Ignored on CPU; if compilation fails, the prior logs why and scores eagerly.
         compile_layers=True,
         # (bool) Transformers backend, lean scorer: prefill the prompts' real tokens back to back (flash varlen on
-        # CUDA) instead of padded to the longest. Off: on one H200 (SmolLM2-135M) it was 10-15% faster at 64-128
-        # states per call and slower at 8 (docs/results/gpu_speed.md, section 7).
+        # CUDA) instead of padded to the longest. Off: on one H200 (SmolLM2-135M) it gained at some batch sizes and
+        # prompt lengths and lost at others, 8 states per call included (docs/results/gpu_speed.md, section 7).
         packed_prefill=False,
         # (float) vLLM only: fraction of GPU memory vLLM may take.
         vllm_gpu_memory_utilization=0.3,
