@@ -11,14 +11,15 @@
 #   bash scripts/gpu_bench.sh learning ARGS...          # bench/learning.py with these arguments instead (e.g.
 #       --games default detective.z5 --seeds 0 1 2 --jobs 16: the CPU-bound debug preset, a run per core);
 #       --deadline (the phase's limit less 40 s) is added unless given, so runs still going are ended and reported
-#       with the evaluations they reached. The knowing-prior experiment, one game per call (6 methods x 3 seeds =
-#       18 runs on 16 slots; LLM presets prepared once before the runs; UniZero is skipped here, Python 3.12, with
-#       the reason in the summary; the budget is an estimate from a loaded 2-core VM: calibrate with a short call):
-#         bash scripts/gpu_bench.sh learning --device cuda random=cpu --llm-path smollm2-135m-jericho \
-#             --base-llm-path smollm2-135m --max-steps 100 --games detective.z5 \
-#             --seeds 0 1 2 --env-steps 1536 --eval-every 512 --eval-episodes 2 --jobs 16
-#       Add --resume to run a larger budget over consecutive calls of a warm machine: the same command again
-#       continues every unfinished run from its last checkpoint in LEARN_DIR (/tmp, kept while the machine is warm).
+#       with the evaluations they reached. The knowing-prior experiment (LLM presets prepared once before the runs;
+#       UniZero is skipped here, Python 3.12, with the reason in the summary), world models on the CPU and only the
+#       LLM on the GPU (measured 1.6-3.6x less wall time per run than all on the GPU, docs/gpu.md), a run per core:
+#         bash scripts/gpu_bench.sh learning --device cpu --llm-path smollm2-135m-jericho \
+#             --base-llm-path smollm2-135m --max-steps 100 --games detective.z5 zork1.z5 --seeds 0 1 2 \
+#             --env-steps 5120 --eval-every 1024 --eval-episodes 2 --jobs 16 --resume --priorzero-override \
+#             '{"policy": {"llm": {"prior": {"device": "cuda"}, "trainer": {"device": "cuda"}}}}'
+#       With --resume a budget longer than one call runs over consecutive calls of a warm machine: the same command
+#       again continues every unfinished run from its last checkpoint in LEARN_DIR (/tmp, kept while it is warm).
 #   bash scripts/gpu_bench.sh compare [NAME[:SECONDS[:ITERS]] ...]  # the speed anchor, LLM variant only, once per
 #       named setting (default: new async baseline), each run killed (process group) after SECONDS (default 180):
 #       speed_NAME.log each (its table at the end), compare.md with the main rates. Names:
