@@ -6,9 +6,10 @@ Run from the repository root::
     python bench/learning.py --device cuda --full     # GPU: 3 games x 3 seeds, full preset, 20k env steps each
     python bench/learning.py --games default detective.z5 --seeds 0 1 --env-steps 2000 --eval-every 400 --jobs 4
     python bench/learning.py --merge gpu/learning.csv cpu/learning.csv --out merged   # one table and plot of both
-    # the knowing-prior experiment: a transcript-trained prior against its base model, 100-step episodes
-    python bench/learning.py --device cuda random=cpu --llm-path smollm2-135m-jericho --base-llm-path smollm2-135m \
-        --max-steps 100 --games detective.z5 --seeds 0 1 2 --env-steps 1536 --eval-every 512 --eval-episodes 2 --jobs 16
+    # the knowing-prior experiment on one GPU + 16 cores: world models on the CPU, the LLMs on the GPU
+    python bench/learning.py --device cpu --llm-device cuda --llm-path smollm2-135m-jericho \
+        --base-llm-path smollm2-135m --max-steps 100 --games detective.z5 zork1.z5 --seeds 0 1 2 \
+        --env-steps 5120 --eval-every 1024 --eval-episodes 2 --jobs 16 --resume
 
 Every method sees the same protocol, taken from PriorZero's config preset (``--debug`` sizes by default,
 ``--full`` for the GPU sizes): the same env (``priorzero_jericho``: game, ``max_steps``, action-space size, token
@@ -111,6 +112,14 @@ def protocol_overrides(args: argparse.Namespace) -> dict:
     return dict(env=env) if env else {}
 
 
+def llm_device_overrides(args: argparse.Namespace) -> dict:
+    """``--llm-device``: the LLM prior and trainer there, the world model on the method's device (many small runs on
+    one GPU run faster with their world models on the CPU, docs/gpu.md)."""
+    if args.llm_device is None:
+        return {}
+    return dict(policy=dict(llm=dict(prior=dict(device=args.llm_device), trainer=dict(device=args.llm_device))))
+
+
 def prepare_llm_presets(args: argparse.Namespace) -> None:
     """Convert named LLM presets once, here, before children that would all convert them at the same time."""
     try:
@@ -154,6 +163,7 @@ def priorzero_overrides(args: argparse.Namespace, n_steps: int, method: str = "p
                                                 export_llm=False, save_buffer=bool(args.resume)),
                                      policy=dict(eval=dict(evaluator=dict(extra_temperatures=[SAMPLED_T]))))
     overrides = deep_merge(deep_merge(protocol_overrides(args), overrides), method_overrides(method))
+    overrides = deep_merge(overrides, llm_device_overrides(args))
     if args.priorzero_override:  # a variant to benchmark: the user's keys last, so they win
         overrides = deep_merge(overrides, json.loads(args.priorzero_override))
     return overrides
@@ -201,6 +211,8 @@ def child_command(args: argparse.Namespace, method: str, game: str, seed: int, e
     if method == "llm_only":
         if llm_path is not None:
             command += ["--llm-path", llm_path]
+        if args.llm_device is not None:
+            command += ["--llm-device", args.llm_device]
         if args.priorzero_override:
             command += ["--priorzero-override", args.priorzero_override]
     return command
@@ -247,7 +259,7 @@ def run_llm_only(args: argparse.Namespace) -> None:
     from lzero_ext.worker.acting_worker import make_env_manager
     from lzero_ext.worker.evaluator import PriorZeroEvaluator
 
-    overrides = method_overrides("llm_only")
+    overrides = deep_merge(method_overrides("llm_only"), llm_device_overrides(args))
     if args.priorzero_override:
         overrides = deep_merge(overrides, json.loads(args.priorzero_override))
     cfg, create = priorzero_config(args, args._game, args._seed, args._exp, overrides, method="llm_only")
@@ -503,6 +515,7 @@ def method_line(args: argparse.Namespace, method: str, cfg: Any) -> str:
     if method not in ("unizero", "random", "priorzero_wm_only"):
         llm = llm_path_for(args, method) or "tiny default LLM"
         llm += ", frozen" if method in ("priorzero_frozen", "llm_only") else ", trained"
+        llm += f", on {args.llm_device}" if args.llm_device else ""
     encoder = args.encoders.get(method) or "—"
     return f"{method} on {device_for(args, method)} (LLM: {llm}; encoder: {encoder})"
 
@@ -528,6 +541,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", nargs="+", default=["cpu"], metavar="DEVICE|METHOD=DEVICE",
                         help="'cpu' or 'cuda' (world models and LLM) for every method, then METHOD=DEVICE exceptions, "
                              "e.g. --device cuda random=cpu")
+    parser.add_argument("--llm-device", default=None,
+                        help="the LLM prior and trainer on this device, the world model on --device's (e.g. "
+                             "--device cpu --llm-device cuda: many runs on one GPU, docs/gpu.md)")
     parser.add_argument("--llm-path", default=None,
                         help="the prior's LLM of priorzero, priorzero_frozen and llm_only: a local HF dir or a named "
                              "preset (default: the tiny default LLM)")

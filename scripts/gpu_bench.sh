@@ -14,10 +14,9 @@
 #       with the evaluations they reached. The knowing-prior experiment (LLM presets prepared once before the runs;
 #       UniZero is skipped here, Python 3.12, with the reason in the summary), world models on the CPU and only the
 #       LLM on the GPU (measured 1.6-3.6x less wall time per run than all on the GPU, docs/gpu.md), a run per core:
-#         bash scripts/gpu_bench.sh learning --device cpu --llm-path smollm2-135m-jericho \
+#         bash scripts/gpu_bench.sh learning --device cpu --llm-device cuda --llm-path smollm2-135m-jericho \
 #             --base-llm-path smollm2-135m --max-steps 100 --games detective.z5 zork1.z5 --seeds 0 1 2 \
-#             --env-steps 5120 --eval-every 1024 --eval-episodes 2 --jobs 16 --resume --priorzero-override \
-#             '{"policy": {"llm": {"prior": {"device": "cuda"}, "trainer": {"device": "cuda"}}}}'
+#             --env-steps 5120 --eval-every 1024 --eval-episodes 2 --jobs 16 --resume
 #       With --resume a budget longer than one call runs over consecutive calls of a warm machine: the same command
 #       again continues every unfinished run from its last checkpoint in LEARN_DIR (/tmp, kept while it is warm).
 #   bash scripts/gpu_bench.sh compare [NAME[:SECONDS[:ITERS]] ...]  # the speed anchor, LLM variant only, once per

@@ -217,3 +217,18 @@ def test_a_step_evaluated_twice_keeps_its_last_evaluation(learning, tmp_path):
     logger.close()
     got = learning.read_points("priorzero", "default", 0, tmp_path, started=0.0)
     assert [(p.env_steps, p.eval_return) for p in got] == [(64, 2.0), (96, 3.0)]
+
+
+def test_llm_device_moves_only_the_llm(learning, tmp_path):
+    from zoo.jericho.priorzero.priorzero_config import get_priorzero_config
+
+    args = _args(learning, "--device", "cpu", "--llm-device", "cuda")
+    command = learning.child_command(args, "priorzero_frozen", "default", 0, tmp_path, n_steps=32)
+    cfg, _ = get_priorzero_config(debug=True, device=_option(command, "--device"),
+                                  overrides=json.loads(_option(command, "--config-override")))
+    assert cfg.policy.device == "cpu" and cfg.policy.model.device == "cpu"
+    assert cfg.policy.llm.prior.device == "cuda" and cfg.policy.llm.trainer.device == "cuda"
+    llm_only = learning.child_command(args, "llm_only", "default", 0, tmp_path, n_steps=32)
+    assert _option(llm_only, "--llm-device") == "cuda"
+    assert "on cuda" in learning.method_line(args, "priorzero", None)
+    assert learning.llm_device_overrides(_args(learning)) == {}
