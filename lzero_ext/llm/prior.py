@@ -180,6 +180,9 @@ class TransformersPrior(LLMPrior):
         if self.cfg.fused_kernels:
             fuse_norms_and_mlp(model)
         self.scoring_mode = resolve_scoring_mode(model, self.cfg.scoring_mode, training=False)
+        if self.cfg.packed_prefill and self.scoring_mode != "lean":
+            raise ValueError(f"llm_prior.packed_prefill needs the lean scorer; this model scores with "
+                             f"{self.scoring_mode!r} (scoring_mode={self.cfg.scoring_mode!r})")
         self._compile_layers = bool(self.cfg.compile_layers)
         self.prompt_builder = PromptBuilder.from_config(tokenizer, self.cfg)
 

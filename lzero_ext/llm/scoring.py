@@ -314,6 +314,8 @@ def _score_ids(model, prompt_ids, candidate_ids, score_rule: str, mode: str, max
     """Shared-prefix scores under 'sum' or 'mean'."""
     if mode not in SCORING_MODES:
         raise ValueError(f"Unknown scoring mode {mode!r}; choose one of {SCORING_MODES}")
+    if packed_prefill and mode != "lean":
+        raise ValueError(f"packed_prefill needs the lean scorer (mode='lean'), got mode={mode!r}")
     _check_inputs(model, prompt_ids, candidate_ids)
     if mode == "lean":
         check_lean_support(model)

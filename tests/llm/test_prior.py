@@ -65,6 +65,9 @@ def test_packed_prefill_setting_reaches_the_scorer_and_keeps_the_scores(tiny_mod
     for got, expected in zip(packed.score(REQUESTS), prior.score(REQUESTS)):
         np.testing.assert_allclose(got.logprobs, expected.logprobs, atol=1e-5)
     assert calls
+    with pytest.raises(ValueError, match="packed_prefill needs the lean scorer"):
+        TransformersPrior(dict(model_path=str(tiny_model_dir), device="cpu", scoring_mode="prefix_cache",
+                               packed_prefill=True))
 
 def test_load_weights_changes_scores_and_bumps_version(tiny_model_dir, prior):
     before = prior.score(REQUESTS)
