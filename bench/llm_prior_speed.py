@@ -306,7 +306,10 @@ def parse_args() -> argparse.Namespace:
                         help="also time the lean scorer with torch.compile'd layers (after --fused if given)")
     parser.add_argument("--no-check", action="store_true", help="skip the fp32 shared-vs-naive agreement check")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if not 0 <= args.prompt_spread < 1:
+        parser.error(f"--prompt-spread must be in [0, 1), got {args.prompt_spread}")
+    return args
 
 
 def main() -> None:
