@@ -23,17 +23,11 @@ dropout while training; :func:`check_lean_support` says why a model is not.
 """
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 
-try:  # PyTorch >= 2.9
-    from torch.nn.attention.varlen import varlen_attn
-except ImportError:  # pragma: no cover - older PyTorch: the padded prefill only
-    varlen_attn = None
+from lzero_ext.utils.segment_attention import segment_attention
 
-_VARLEN_PARAMETERS = frozenset(inspect.signature(varlen_attn).parameters) if varlen_attn is not None else frozenset()
 _compiled_rotary = None
 
 
@@ -117,38 +111,12 @@ def _continue_layer(layer, hidden, cos, sin, prompt_key, prompt_value, mask):
     return _mlp_block(layer, hidden + _merge_heads(attention, output))
 
 
-def _packed_attention(query, key, value, offsets, longest: int, scale: float) -> torch.Tensor:
-    """Causal attention within each prompt of packed ``[T, heads, dim]`` tokens (``offsets``: int32 cu_seqlens).
-
-    Flash varlen where it runs (its keyword names changed across PyTorch releases: ``is_causal`` became
-    ``window_size``, GQA and ``scale`` came later); elsewhere (tests on the CPU) one block-diagonal causal mask.
-    """
-    if not (query.is_cuda and varlen_attn is not None and query.dtype in (torch.bfloat16, torch.float16)):
-        segment = torch.searchsorted(offsets[1:], torch.arange(query.shape[0], device=query.device,
-                                                               dtype=offsets.dtype), right=True)
-        mask = (segment[:, None] == segment[None, :]).tril()
-        output = F.scaled_dot_product_attention(query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1),
-                                                attn_mask=mask, scale=scale, enable_gqa=True)
-        return output.transpose(0, 1)
-    kwargs = {"is_causal": True} if "is_causal" in _VARLEN_PARAMETERS else {"window_size": (-1, 0)}
-    if "scale" in _VARLEN_PARAMETERS:
-        kwargs["scale"] = scale
-    elif abs(scale - query.shape[-1] ** -0.5) > 1e-9:
-        raise ValueError(f"this PyTorch's varlen_attn has no scale argument; the model scales by {scale}")
-    if "enable_gqa" in _VARLEN_PARAMETERS:
-        kwargs["enable_gqa"] = True
-    else:
-        groups = query.shape[1] // key.shape[1]
-        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
-    return varlen_attn(query, key, value, offsets, offsets, longest, longest, **kwargs)
-
-
 def _packed_prefill_layer(layer, hidden, cos, sin, offsets, longest: int, token_state, token_position, batch: int):
     """:func:`_prefill_layer` on packed tokens ``[1, T, H]``; K/V come back padded ``[B, kv_heads, longest, dim]``."""
     attention = layer.self_attn
     query, key, value = _project(attention, layer.input_layernorm(hidden), cos, sin)  # [1, heads, T, dim]
     query, key, value = query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1)
-    output = _packed_attention(query, key, value, offsets, longest, attention.scaling)  # [T, heads, dim]
+    output = segment_attention(query, key, value, offsets, longest, causal=True, scale=attention.scaling)
     hidden = _mlp_block(layer, hidden + attention.o_proj(output.reshape(1, output.shape[0], -1)))
     padded_key = key.new_zeros(batch, longest, key.shape[1], key.shape[2])
     padded_value = torch.zeros_like(padded_key)

@@ -549,16 +549,6 @@ def _mask_tensor(model, allowed: torch.Tensor) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def _lean_prefill(model, layout: _PackedLayout, compiled: bool, packed: bool):
-    """The prompts' (un-normed hidden state at each prompt's last token, per-layer K/V), padded or packed."""
-    if packed:
-        return lean_prefill_packed(model, *_packed_prompts(layout), compiled=compiled)
-    prompt_hidden, prompt_cache = lean_prefill(model, layout.prompt_ids, compiled)
-    batch = layout.prompt_ids.shape[0]
-    last_prompt = layout.prompt_lengths - 1
-    return prompt_hidden[torch.arange(batch, device=last_prompt.device), last_prompt], prompt_cache
-
-
 def _score_layout(
     model, layout: _PackedLayout, per_token: bool, mode: str, compiled: bool = False, packed: bool = False
 ) -> list[torch.Tensor]:
@@ -571,7 +561,11 @@ def _score_layout(
     state_index = torch.arange(batch, device=layout.prompt_ids.device)
     final_norm = None
     if mode == "lean":
-        prompt_end_hidden, prompt_cache = _lean_prefill(model, layout, compiled, packed)
+        if packed:
+            prompt_end_hidden, prompt_cache = lean_prefill_packed(model, *_packed_prompts(layout), compiled=compiled)
+        else:
+            prompt_hidden, prompt_cache = lean_prefill(model, layout.prompt_ids, compiled)
+            prompt_end_hidden = prompt_hidden[state_index, last_prompt]
         continuation_hidden = lean_continue(model, layout.continuation_ids, positions, prompt_cache,
                                             continuation_mask, compiled)
         final_norm = decoder.norm  # the lean forward leaves it to us: apply it to the needed rows only

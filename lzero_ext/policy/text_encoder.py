@@ -39,11 +39,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from lzero.model.common import SimNorm
 
 from lzero_ext.utils.config import merge_strict
-
-try:  # flash attention over variable-length segments (PyTorch >= 2.9); without it the packed path is not taken
-    from torch.nn.attention.varlen import varlen_attn
-except ImportError:
-    varlen_attn = None
+from lzero_ext.utils.segment_attention import segment_attention, varlen_available
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +233,7 @@ class TextObservationEncoder(nn.Module):
         mode = self.cfg.packed_attention
         if self.layers is None or mode == "off":  # a pretrained encoder has no layers of ours to pack
             return False
-        return mode == "on" or (device.type == "cuda" and varlen_attn is not None
+        return mode == "on" or (device.type == "cuda" and varlen_available()
                 and torch.is_autocast_enabled("cuda")
                 and torch.get_autocast_dtype("cuda") in (torch.bfloat16, torch.float16)
                 and not (self.training and self.cfg.dropout > 0))
@@ -311,19 +307,6 @@ def _packed_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, bounds: to
     tokens, width = x.shape
     qkv = torch.nn.functional.linear(layer.norm1(x), attn.in_proj_weight, attn.in_proj_bias)
     q, k, v = qkv.view(tokens, 3, attn.num_heads, width // attn.num_heads).unbind(1)
-    if x.is_cuda and varlen_attn is not None and q.dtype in (torch.bfloat16, torch.float16):
-        out = varlen_attn(q, k, v, bounds, bounds, longest, longest)
-    else:
-        out = _block_diagonal_attention(q, k, v, bounds)
+    out = segment_attention(q, k, v, bounds, longest)
     x = x + layer.dropout1(attn.out_proj(out.reshape(tokens, width)))
     return x + layer._ff_block(layer.norm2(x))  # noqa: SLF001 (linear2(dropout(gelu(linear1))) + dropout2)
-
-
-def _block_diagonal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
-    """Exact attention within segments for devices or dtypes without flash varlen: one ``[T, T]`` mask."""
-    segment = torch.searchsorted(bounds[1:], torch.arange(q.shape[0], device=q.device, dtype=bounds.dtype),
-                                 right=True)
-    mask = segment[:, None] == segment[None, :]
-    out = torch.nn.functional.scaled_dot_product_attention(
-        q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask)
-    return out.transpose(0, 1)

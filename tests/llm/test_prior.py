@@ -52,7 +52,6 @@ def test_identical_requests_hit_the_cache(prior, monkeypatch):
     np.testing.assert_array_equal(first[1].logprobs, second[1].logprobs)
 
 
-
 def test_packed_prefill_setting_reaches_the_scorer_and_keeps_the_scores(tiny_model_dir, prior, monkeypatch):
     import lzero_ext.llm.scoring as scoring
 
