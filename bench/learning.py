@@ -103,12 +103,15 @@ def llm_path_for(args: argparse.Namespace, method: str) -> str | None:
 
 
 def protocol_overrides(args: argparse.Namespace) -> dict:
-    """What every method shares beyond the preset: the episode length and the episodes per evaluation."""
+    """What every method shares beyond the preset: the episode length, the episodes per evaluation and the envs that
+    collect."""
     env: dict[str, int] = {}
     if args.max_steps is not None:
         env["max_steps"] = args.max_steps
-    if args.eval_episodes is not None:
-        env["n_evaluator_episode"] = args.eval_episodes
+    if args.eval_episodes is not None:  # the episodes run side by side: one batched prior call per step
+        env["n_evaluator_episode"] = env["evaluator_env_num"] = args.eval_episodes
+    if args.collector_envs is not None:
+        env["collector_env_num"] = args.collector_envs
     return dict(env=env) if env else {}
 
 
@@ -155,12 +158,14 @@ def method_overrides(method: str) -> dict:
 
 def priorzero_overrides(args: argparse.Namespace, n_steps: int, method: str = "priorzero") -> dict:
     """Budget and evaluation in iterations of ``n_steps`` env steps; no LLM export; checkpoints (with the buffer) at
-    every evaluation only with ``--resume``; the protocol and the method's own keys; then ``--priorzero-override``."""
+    every evaluation only with ``--resume``, the newest kept (a trained LLM's weights are in each: three per run of
+    SmolLM2-135M's 270 MB filled a GPU machine's disk); the protocol and the method's own keys; then
+    ``--priorzero-override``."""
     from lzero_ext.utils.config import deep_merge
 
     overrides: dict[str, Any] = dict(train=dict(max_iter=args.env_steps // n_steps, eval_freq=args.eval_every // n_steps,
                                                 save_freq=args.eval_every // n_steps if args.resume else 0,
-                                                export_llm=False, save_buffer=bool(args.resume)),
+                                                keep_checkpoints=1, export_llm=False, save_buffer=bool(args.resume)),
                                      policy=dict(eval=dict(evaluator=dict(extra_temperatures=[SAMPLED_T]))))
     overrides = deep_merge(deep_merge(protocol_overrides(args), overrides), method_overrides(method))
     overrides = deep_merge(overrides, llm_device_overrides(args))
@@ -205,7 +210,8 @@ def child_command(args: argparse.Namespace, method: str, game: str, seed: int, e
                "--_exp", str(exp), "--device", device, "--env-steps", str(args.env_steps),
                "--eval-every", str(args.eval_every), "--full" if args.full else "--debug",
                "--unizero-encoder", args.unizero_encoder]
-    for flag, value in (("--max-steps", args.max_steps), ("--eval-episodes", args.eval_episodes)):
+    for flag, value in (("--max-steps", args.max_steps), ("--eval-episodes", args.eval_episodes),
+                        ("--collector-envs", args.collector_envs)):
         if value is not None:
             command += [flag, str(value)]
     if method == "llm_only":
@@ -486,7 +492,8 @@ def protocol_lines(args: argparse.Namespace, cfg: Any) -> list[str]:
         f"Device: {'; '.join(device_line(d) for d in devices)}; python {platform.python_version()}, "
         f"{package_versions(torch.__version__)}; {args.jobs} runs at a time, {args.threads or 'default'} CPU threads each  ",
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
-        f"Protocol: {'full' if args.full else 'debug'} preset, {args.env_steps:,} env steps per run, greedy evaluation "
+        f"Protocol: {'full' if args.full else 'debug'} preset, {args.env_steps:,} env steps per run collected by "
+        f"{cfg.env.collector_env_num} envs, greedy evaluation "
         f"of {cfg.env.n_evaluator_episode} episodes of at most {cfg.env.max_steps} steps at 0, every "
         f"{args.eval_every:,} env steps and at the end; "
         f"{max_candidates(cfg.env.action_space_size, cfg.env.action_index_mode, cfg.env.max_valid_actions)} valid "
@@ -552,8 +559,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=None,
                         help="episode length of every method (env.max_steps; default: the preset's)")
     parser.add_argument("--eval-episodes", type=int, default=None,
-                        help="episodes per evaluation and temperature, every method (env.n_evaluator_episode; "
-                             "default: the preset's)")
+                        help="episodes per evaluation and temperature, every method, run side by side "
+                             "(env.n_evaluator_episode and evaluator_env_num; default: the preset's)")
+    parser.add_argument("--collector-envs", type=int, default=None,
+                        help="envs collecting side by side, every learning method (env.collector_env_num; default: "
+                             "the preset's). The replay ratio stays the preset's; more envs make each prior call and "
+                             "each search batch larger, which is what a run on a GPU is bound by")
     parser.add_argument("--out", default=None, help="output dir (default: bench/results/learning_<time>)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="return for 'env steps to threshold' (default: per game, the random agent's mean)")
@@ -592,9 +603,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             setattr(args, key, preset[key])
     if args.env_steps <= 0 or args.eval_every <= 0 or args.jobs <= 0:
         parser.error("--env-steps, --eval-every and --jobs must be positive")
-    if (args.max_steps is not None and args.max_steps <= 0) or (args.eval_episodes is not None
-                                                                and args.eval_episodes <= 0):
-        parser.error("--max-steps and --eval-episodes must be positive")
+    if any(value is not None and value <= 0 for value in (args.max_steps, args.eval_episodes, args.collector_envs)):
+        parser.error("--max-steps, --eval-episodes and --collector-envs must be positive")
     devices = [d for d in args.device if "=" not in d]
     if len(devices) > 1:
         parser.error(f"--device: one default device, then METHOD=DEVICE entries; got {args.device}")

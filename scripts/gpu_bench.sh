@@ -5,7 +5,8 @@
 #
 # Here, once (CPython 3.11 venv made by `make setup`):
 #   bash scripts/prepare_gpu_bundle.sh          # .cache/gpu_jericho, .cache/gpu_site, .cache/gpu_whl312
-#   bash scripts/gpu_bench.sh --prepare-games    # copies detective.z5 and zork1.z5 into .cache/gpu_games (ignored)
+#   bash scripts/gpu_bench.sh --prepare-games [GAME ...]  # copies these story files (default detective.z5
+#       zork1.z5) from $PRIORZERO_JERICHO_GAMES into .cache/gpu_games (ignored)
 # There, from the repository root, with those four .cache folders next to the tree:
 #   bash scripts/gpu_bench.sh [all|speed|learning]     # all (default) is cut to fit 10 minutes; one phase: 9.5
 #   bash scripts/gpu_bench.sh learning ARGS...          # bench/learning.py with these arguments instead (e.g.
@@ -54,7 +55,11 @@ GAMES_DIR=.cache/gpu_games
 
 if [ "$PHASE" = "--prepare-games" ]; then
   src="${PRIORZERO_JERICHO_GAMES:-../shared/jericho-games}"
-  mkdir -p "$GAMES_DIR" && cp "$src/detective.z5" "$src/zork1.z5" "$GAMES_DIR/" && ls -la "$GAMES_DIR"
+  shift
+  games=("$@")
+  [ ${#games[@]} -gt 0 ] || games=(detective.z5 zork1.z5)
+  mkdir -p "$GAMES_DIR" && for game in "${games[@]}"; do cp "$src/$game" "$GAMES_DIR/" || exit 1; done
+  ls -la "$GAMES_DIR"
   exit $?
 fi
 case "$PHASE" in all|speed|learning|compare|wm) ;;

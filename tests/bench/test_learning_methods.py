@@ -30,7 +30,7 @@ def test_every_method_builds_a_command_with_a_valid_config(learning, tmp_path):
         assert _option(command, "--device") == ("cpu" if method in ("random", "unizero") else "cuda"), method
         if method in learning.PRIORZERO_METHODS:
             overrides = json.loads(_option(command, "--config-override"))
-            assert overrides["env"] == dict(max_steps=100, n_evaluator_episode=3) and overrides["train"]["max_iter"] == 2
+            assert overrides["env"] == dict(max_steps=100, n_evaluator_episode=3, evaluator_env_num=3) and overrides["train"]["max_iter"] == 2
             cfg, _ = get_priorzero_config(debug=True, overrides=overrides)  # strict keys: a typo would raise
             assert cfg.env.max_steps == 100
             expected_llm = {"priorzero": "/models/knowing", "priorzero_frozen": "/models/knowing",
@@ -171,6 +171,7 @@ def test_resume_checkpoints_at_every_evaluation_and_continues_from_the_last(lear
     for args, resume in ((_args(learning), False), (_args(learning, "--resume"), True)):
         train = learning.priorzero_overrides(args, 32, "priorzero")["train"]
         assert (train["save_freq"], train["save_buffer"]) == ((1, True) if resume else (0, False))  # every 32 steps
+        assert train["keep_checkpoints"] == 1  # resuming needs the newest only
         command = learning.child_command(args, "priorzero", "default", 0, tmp_path, n_steps=32)
         assert (_option(command, "--resume") == "auto") == resume
 
@@ -232,3 +233,17 @@ def test_llm_device_moves_only_the_llm(learning, tmp_path):
     assert _option(llm_only, "--llm-device") == "cuda"
     assert "on cuda" in learning.method_line(args, "priorzero", None)
     assert learning.llm_device_overrides(_args(learning)) == {}
+
+
+def test_collector_envs_reach_every_learning_method(learning, tmp_path):
+    from zoo.jericho.priorzero.priorzero_config import get_priorzero_config
+
+    args = _args(learning, "--collector-envs", "8")
+    for method in ("priorzero", "priorzero_wm_only"):
+        command = learning.child_command(args, method, "default", 0, tmp_path, n_steps=32)
+        cfg, _ = get_priorzero_config(debug=True, overrides=json.loads(_option(command, "--config-override")))
+        assert (cfg.env.collector_env_num, cfg.env.evaluator_env_num, cfg.env.n_evaluator_episode) == (8, 3, 3)
+        assert cfg.policy.collect.collector.n_steps == 32  # the replay ratio is the preset's
+    assert _option(learning.child_command(args, "unizero", "default", 0, tmp_path, n_steps=32), "--collector-envs") == "8"
+    with pytest.raises(SystemExit):
+        _args(learning, "--collector-envs", "0")
