@@ -159,7 +159,7 @@ def method_overrides(method: str) -> dict:
 def priorzero_overrides(args: argparse.Namespace, n_steps: int, method: str = "priorzero") -> dict:
     """Budget and evaluation in iterations of ``n_steps`` env steps; no LLM export; checkpoints (with the buffer) at
     every evaluation only with ``--resume``, the newest kept (a trained LLM's weights are in each: three per run of
-    SmolLM2-135M's 270 MB filled a GPU machine's disk); the protocol and the method's own keys; then
+    SmolLM2-135M's 275 MB filled a GPU machine's disk); the protocol and the method's own keys; then
     ``--priorzero-override``."""
     from lzero_ext.utils.config import deep_merge
 

@@ -18,8 +18,8 @@
 #         bash scripts/gpu_bench.sh learning --device cpu --llm-device cuda --llm-path smollm2-135m-jericho \
 #             --base-llm-path smollm2-135m --max-steps 100 --games detective.z5 zork1.z5 --seeds 0 1 2 \
 #             --env-steps 5120 --eval-every 1024 --eval-episodes 4 --collector-envs 8 --jobs 16 --resume
-#       (8 collecting envs make each prior call score 8 states: 2.2x the prior states/s of the preset's 2, run 4 of
-#       docs/results/learning_knowing_prior.md)
+#       (8 collecting envs make each prior call score 8 states: 44-52 prior states/s per run against 19-22 with the
+#       preset's 2, run 4 of docs/results/learning_knowing_prior.md)
 #       With --resume a budget longer than one call runs over consecutive calls of a warm machine: the same command
 #       again continues every unfinished run from its last checkpoint in LEARN_DIR (/tmp, kept while it is warm).
 #   bash scripts/gpu_bench.sh compare [NAME[:SECONDS[:ITERS]] ...]  # the speed anchor, LLM variant only, once per

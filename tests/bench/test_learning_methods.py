@@ -30,7 +30,8 @@ def test_every_method_builds_a_command_with_a_valid_config(learning, tmp_path):
         assert _option(command, "--device") == ("cpu" if method in ("random", "unizero") else "cuda"), method
         if method in learning.PRIORZERO_METHODS:
             overrides = json.loads(_option(command, "--config-override"))
-            assert overrides["env"] == dict(max_steps=100, n_evaluator_episode=3, evaluator_env_num=3) and overrides["train"]["max_iter"] == 2
+            assert overrides["env"] == dict(max_steps=100, n_evaluator_episode=3, evaluator_env_num=3)
+            assert overrides["train"]["max_iter"] == 2
             cfg, _ = get_priorzero_config(debug=True, overrides=overrides)  # strict keys: a typo would raise
             assert cfg.env.max_steps == 100
             expected_llm = {"priorzero": "/models/knowing", "priorzero_frozen": "/models/knowing",
@@ -244,6 +245,7 @@ def test_collector_envs_reach_every_learning_method(learning, tmp_path):
         cfg, _ = get_priorzero_config(debug=True, overrides=json.loads(_option(command, "--config-override")))
         assert (cfg.env.collector_env_num, cfg.env.evaluator_env_num, cfg.env.n_evaluator_episode) == (8, 3, 3)
         assert cfg.policy.collect.collector.n_steps == 32  # the replay ratio is the preset's
-    assert _option(learning.child_command(args, "unizero", "default", 0, tmp_path, n_steps=32), "--collector-envs") == "8"
+    unizero = learning.child_command(args, "unizero", "default", 0, tmp_path, n_steps=32)
+    assert _option(unizero, "--collector-envs") == "8"
     with pytest.raises(SystemExit):
         _args(learning, "--collector-envs", "0")
