@@ -11,7 +11,7 @@ import csv
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 METHODS = ("priorzero", "priorzero_frozen", "priorzero_base", "priorzero_wm_only", "llm_only", "unizero", "random")
 NOT_LEARNING = ("random", "llm_only")  # evaluated at the same points; no steps-to-threshold
@@ -182,7 +182,11 @@ def plot(runs, games: list[str], methods: list[str], path: Path) -> None:
             ax.set_xlabel("env steps")
             ax.set_ylabel("return (mean over seeds, min-max band)")
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    handles: dict[str, Any] = {}  # every method plotted in any panel, not only those of the first game
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    axes[0][0].legend(list(handles.values()), list(handles), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
