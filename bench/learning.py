@@ -9,7 +9,7 @@ Run from the repository root::
     # the knowing-prior experiment on one GPU + 16 cores: world models on the CPU, the LLMs on the GPU
     python bench/learning.py --device cpu --llm-device cuda --llm-path smollm2-135m-jericho \
         --base-llm-path smollm2-135m --max-steps 100 --games detective.z5 zork1.z5 --seeds 0 1 2 \
-        --env-steps 5120 --eval-every 1024 --eval-episodes 2 --jobs 16 --resume
+        --env-steps 5120 --eval-every 1024 --eval-episodes 4 --collector-envs 8 --jobs 16 --resume
 
 Every method sees the same protocol, taken from PriorZero's config preset (``--debug`` sizes by default,
 ``--full`` for the GPU sizes): the same env (``priorzero_jericho``: game, ``max_steps``, action-space size, token

@@ -21,7 +21,7 @@
 #       (8 collecting envs make each prior call score 8 states: 44-52 prior states/s per run against 19-22 with the
 #       preset's 2, run 4 of docs/results/learning_knowing_prior.md)
 #       With --resume a budget longer than one call runs over consecutive calls of a warm machine: the same command
-#       again continues every unfinished run from its last checkpoint in LEARN_DIR (/tmp, kept while it is warm).
+#       again continues every unfinished run from its newest checkpoint in LEARN_DIR (/tmp, kept while it is warm).
 #   bash scripts/gpu_bench.sh compare [NAME[:SECONDS[:ITERS]] ...]  # the speed anchor, LLM variant only, once per
 #       named setting (default: new async baseline), each run killed (process group) after SECONDS (default 180):
 #       speed_NAME.log each (its table at the end), compare.md with the main rates. Names:

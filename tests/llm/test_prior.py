@@ -68,6 +68,7 @@ def test_packed_prefill_setting_reaches_the_scorer_and_keeps_the_scores(tiny_mod
         TransformersPrior(dict(model_path=str(tiny_model_dir), device="cpu", scoring_mode="prefix_cache",
                                packed_prefill=True))
 
+
 def test_load_weights_changes_scores_and_bumps_version(tiny_model_dir, prior):
     before = prior.score(REQUESTS)
     other = TransformersPrior(dict(model_path=str(ensure_default_model(tiny_model_dir.parent, seed=5)), device="cpu"))

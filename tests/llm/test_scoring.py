@@ -259,8 +259,6 @@ def test_packed_prefill_cache_holds_the_padded_prefill_keys_and_zeros_at_the_pad
             assert not packed_key[index, :, length:].any() and not packed_value[index, :, length:].any()
 
 
-
-
 def test_packed_prefill_needs_the_lean_scorer(tiny_model, tiny_tokenizer):
     with pytest.raises(ValueError, match="packed_prefill needs the lean scorer"):
         score_candidates(tiny_model, tiny_tokenizer, PROMPTS, CANDIDATES, mode="prefix_cache", packed_prefill=True)
