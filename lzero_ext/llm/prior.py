@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,6 +38,35 @@ from lzero_ext.utils.config import merge_strict
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("transformers", "vllm")
+
+
+@dataclass
+class PriorCallStats:
+    """What :meth:`LLMPrior.score` did since the last :meth:`pop_metrics`.
+
+    Why: in a training loop a prior call can take several times what the scorer alone takes at the same states per
+    call (``bench/llm_prior_speed.py``). These counters say which of the inputs differs (states per call, prompt
+    tokens, cache hits) and whether the time goes to the model or to the host around it (prompts, cache, softmax).
+    """
+
+    calls: int = 0
+    states: int = 0
+    scored_states: int = 0  # cache misses: the states the model scored
+    prompt_tokens: int = 0  # of the scored states' prompts
+    seconds: float = 0.0  # in score()
+    model_seconds: float = 0.0  # in the model's scoring, results copied to the host (so the GPU's work included)
+
+    def pop_metrics(self) -> dict[str, float]:
+        metrics = {}
+        if self.calls:
+            metrics['perf/prior_states_per_call'] = self.states / self.calls
+            metrics['perf/prior_cache_hit_fraction'] = 1.0 - self.scored_states / max(self.states, 1)
+            metrics['perf/prior_model_fraction'] = self.model_seconds / max(self.seconds, 1e-9)
+            metrics['perf/prior_ms_per_call'] = 1000.0 * self.seconds / self.calls
+        if self.scored_states:
+            metrics['perf/prior_prompt_tokens_per_state'] = self.prompt_tokens / self.scored_states
+        self.__init__()
+        return metrics
 
 
 class LLMPrior(abc.ABC):
@@ -102,17 +133,24 @@ class LLMPrior(abc.ABC):
         # score_rule='pmi': content-free log-probs per candidate, for the current weights version.
         self.content_free = ContentFreeCache(self.cfg.content_free_cache_size)
         self.prompt_builder: PromptBuilder | None = None
+        self.stats = PriorCallStats()
 
     def score(self, requests: Sequence[PriorRequest]) -> list[PriorResult]:
         """Log-probs over each request's candidates (normalised with the temperature), tagged with the version."""
         for index, request in enumerate(requests):
             if len(request.candidates) == 0:
                 raise ValueError(f"PriorRequest {index} has an empty candidate list; there is nothing to score")
+        tic = time.perf_counter()
         prompts = self.prompt_builder.build_batch([(r.history, r.observation, r.candidates) for r in requests])
         keys = [(prompt, tuple(r.candidates)) for prompt, r in zip(prompts, requests)]
         missing = list(dict.fromkeys(key for key in keys if key not in self._cache))
+        stats = self.stats
         if missing:
-            raw_scores = self._score_prompts([key[0] for key in missing], [list(key[1]) for key in missing])
+            missing_prompts = [key[0] for key in missing]
+            stats.prompt_tokens += sum(map(len, self.prompt_builder.token_ids(missing_prompts)))
+            model_tic = time.perf_counter()
+            raw_scores = self._score_prompts(missing_prompts, [list(key[1]) for key in missing])
+            stats.model_seconds += time.perf_counter() - model_tic
             for key, raw in zip(missing, raw_scores):
                 self._remember(key, self._normalise(raw))
         results = []
@@ -120,6 +158,10 @@ class LLMPrior(abc.ABC):
             self._cache.move_to_end(key)
             results.append(PriorResult(logprobs=self._cache[key].copy(), version=self.weights_version))
         self._trim_cache()
+        stats.calls += 1
+        stats.states += len(requests)
+        stats.scored_states += len(missing)
+        stats.seconds += time.perf_counter() - tic
         return results
 
     @abc.abstractmethod

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lzero_ext.buffer.game_segment import StepDecision, StepObservation
+from lzero_ext.llm.prior import PriorCallStats
 from lzero_ext.mcts.search import SearchOutput
 
 
@@ -33,6 +34,7 @@ class ActStats:
     simulations: int = 0
     search_seconds: float = 0.0
     tree_seconds: float = 0.0
+    prior: PriorCallStats | None = None  # the prior's own counters (states per call, prompt tokens, model time)
 
     def pop_metrics(self) -> dict[str, float]:
         metrics = {}
@@ -41,7 +43,9 @@ class ActStats:
         if self.simulations:
             metrics['perf/mcts_simulations_per_s'] = self.simulations / max(self.search_seconds, 1e-9)
             metrics['perf/mcts_tree_fraction'] = self.tree_seconds / max(self.search_seconds, 1e-9)
-        self.__init__()
+        if self.prior is not None:
+            metrics.update(self.prior.pop_metrics())
+        self.__init__(prior=self.prior)
         return metrics
 
 

@@ -186,8 +186,8 @@ class PriorZeroPolicy(Policy):
         self._rngs = {'collect': np.random.default_rng(self._cfg.collect.seed),
                       'eval': np.random.default_rng(self._cfg.collect.seed + 1)}
         self._searches = 0
-        self.act_stats = ActStats()
         self._ensure_prior()
+        self.act_stats = ActStats(prior=self._llm_prior.stats if self._llm_prior is not None else None)
 
     def _init_eval(self) -> None:
         if self._mcts is None:  # eval-only policy

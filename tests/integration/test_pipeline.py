@@ -56,7 +56,8 @@ def test_training_iterations_update_both_learners_and_the_prior_version(trainer)
 
     logged = {k for record in read_metrics(trainer.exp_dir / "log") for k in record}
     for key in ("train/wm_total_loss", "train/llm_sft_loss", "train/llm_rft_loss", "evals/reward_mean",
-                "perf/collect_env_steps_per_s", "perf/prior_states_per_s", "llm/weights_version"):
+                "perf/collect_env_steps_per_s", "perf/prior_states_per_s", "llm/weights_version",
+                "perf/prior_states_per_call", "perf/prior_prompt_tokens_per_state", "perf/prior_model_fraction"):
         assert key in logged, key
 
 

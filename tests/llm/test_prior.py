@@ -52,6 +52,22 @@ def test_identical_requests_hit_the_cache(prior, monkeypatch):
     np.testing.assert_array_equal(first[1].logprobs, second[1].logprobs)
 
 
+def test_call_stats_count_states_cache_hits_prompt_tokens_and_model_time(prior):
+    prior.score(REQUESTS)
+    prior.score(REQUESTS + REQUESTS[:1])  # three states, all three served from the cache
+    prompt_tokens = sum(map(len, prior.prompt_builder.token_ids(
+        prior.prompt_builder.build_batch([(r.history, r.observation, r.candidates) for r in REQUESTS]))))
+    stats = prior.stats
+    assert (stats.calls, stats.states, stats.scored_states, stats.prompt_tokens) == (2, 5, 2, prompt_tokens)
+    assert 0 < stats.model_seconds < stats.seconds
+    metrics = prior.stats.pop_metrics()
+    assert metrics["perf/prior_states_per_call"] == 2.5
+    assert metrics["perf/prior_cache_hit_fraction"] == pytest.approx(3 / 5)
+    assert metrics["perf/prior_prompt_tokens_per_state"] == pytest.approx(prompt_tokens / 2)
+    assert 0 < metrics["perf/prior_model_fraction"] < 1 and metrics["perf/prior_ms_per_call"] > 0
+    assert prior.stats.calls == 0 and prior.stats.pop_metrics() == {}  # popped: the next iteration starts at zero
+
+
 def test_packed_prefill_setting_reaches_the_scorer_and_keeps_the_scores(tiny_model_dir, prior, monkeypatch):
     import lzero_ext.llm.scoring as scoring
 
