@@ -59,6 +59,7 @@ class PriorCallStats:
     def pop_metrics(self) -> dict[str, float]:
         metrics = {}
         if self.calls:
+            metrics['perf/prior_states_per_s'] = self.states / max(self.seconds, 1e-9)
             metrics['perf/prior_states_per_call'] = self.states / self.calls
             metrics['perf/prior_cache_hit_fraction'] = 1.0 - self.scored_states / max(self.states, 1)
             metrics['perf/prior_model_fraction'] = self.model_seconds / max(self.seconds, 1e-9)
@@ -147,7 +148,7 @@ class LLMPrior(abc.ABC):
         stats = self.stats
         if missing:
             missing_prompts = [key[0] for key in missing]
-            stats.prompt_tokens += sum(map(len, self.prompt_builder.token_ids(missing_prompts)))
+            stats.prompt_tokens += sum(self.prompt_builder.token_counts(missing_prompts))
             model_tic = time.perf_counter()
             raw_scores = self._score_prompts(missing_prompts, [list(key[1]) for key in missing])
             stats.model_seconds += time.perf_counter() - model_tic

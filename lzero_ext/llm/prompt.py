@@ -138,6 +138,11 @@ class PromptBuilder:
         fresh = dict(zip(missing, self._token_ids_batch(missing))) if missing else {}
         return [list(known[p]) if p in known else list(fresh[p]) for p in prompts]
 
+    def token_counts(self, prompts: Sequence[str]) -> list[int]:
+        """Token counts of ``prompts``; those of the last :meth:`build_batch` are not tokenised again."""
+        known = self._last_ids
+        return [len(known[p]) if p in known else self.count_tokens(p) for p in prompts]
+
     def count_tokens(self, prompt: str) -> int:
         return len(self._token_ids_batch([prompt])[0])
 

@@ -28,18 +28,14 @@ class ActOutput:
 class ActStats:
     """Throughput counters of acting, read and reset by the training loop once per iteration."""
 
-    prior_states: int = 0
-    prior_seconds: float = 0.0
     searches: int = 0
     simulations: int = 0
     search_seconds: float = 0.0
     tree_seconds: float = 0.0
-    prior: PriorCallStats | None = None  # the prior's own counters (states per call, prompt tokens, model time)
+    prior: PriorCallStats | None = None  # the prior's own counters (states/s, per call, prompt tokens, model time)
 
     def pop_metrics(self) -> dict[str, float]:
         metrics = {}
-        if self.prior_states:
-            metrics['perf/prior_states_per_s'] = self.prior_states / max(self.prior_seconds, 1e-9)
         if self.simulations:
             metrics['perf/mcts_simulations_per_s'] = self.simulations / max(self.search_seconds, 1e-9)
             metrics['perf/mcts_tree_fraction'] = self.tree_seconds / max(self.search_seconds, 1e-9)

@@ -264,10 +264,7 @@ class PriorZeroPolicy(Policy):
         padded = np.full((len(observations), num_actions), -np.inf, dtype=np.float32)
         if self._llm_prior is None:
             return padded, [np.zeros(0, dtype=np.float32)] * len(observations), -1
-        tic = time.perf_counter()
-        results = self._llm_prior.score(self.prior_requests(observations, histories))
-        self.act_stats.prior_seconds += time.perf_counter() - tic
-        self.act_stats.prior_states += len(results)
+        results = self._llm_prior.score(self.prior_requests(observations, histories))  # timed in its stats
         for row, (obs, result) in enumerate(zip(observations, results)):
             padded[row, obs.action_indices] = result.logprobs
         return padded, [r.logprobs for r in results], results[0].version if results else -1
